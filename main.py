@@ -1,0 +1,30 @@
+"""Entry point: `python main.py --config=configs/pretrain.py[:args] --workdir=DIR [--config.x=y ...]`."""
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py[:args]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config.json go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    config = flags.FLAGS.config
+    if config.trainer != "pretrain":
+        raise app.UsageError(f"unknown config.trainer {config.trainer!r}")
+    from mumae_jax import train
+
+    result = train.train_and_evaluate(config, flags.FLAGS.workdir)
+    last = result["history"][-1] if result["history"] else {}
+    print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else "")
+          + (f", last logged loss {last['loss']:.4f}" if last else ""))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,56 @@
+"""Reconstruction targets and the Mu-MAE pretraining loss.
+
+video target:  un-normalise the input (x*std + mean), cut into tubes [B, N, pt*ph*pw, C], normalise each
+               tube per colour channel over its pt*ph*pw pixels with (x - mean)/(std_unbiased + 1e-6),
+               flatten as (dt, dy, dx, c) with the channel fastest -> [B, N, pt*ph*pw*C].
+sensor target: the (strided) tokens [B, N, token_dim] of the model input, each normalised over all its
+               values (axes pooled) with (x - mean)/(std_unbiased + 1e-6).
+loss:          sum_m weight_m * MSE_m over the masked tokens (Mu-MAE: video 1.0, each sensor 0.5).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import jax.numpy as jnp
+
+from mumae_jax.models import masking, tokenizers
+from mumae_jax.models.modality import ModalitySpec
+
+EPS = 1e-6
+
+
+def _normalize(x, axis):
+    mean = x.mean(axis=axis, keepdims=True)
+    std = jnp.sqrt(x.var(axis=axis, ddof=1, keepdims=True))
+    return (x - mean) / (std + EPS)
+
+
+def modality_targets(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
+    """Targets of every token [B, N, token_dim] (float32)."""
+    x = x.astype(jnp.float32)
+    if spec.kind == "video":
+        if spec.input_mean:
+            x = x * jnp.asarray(spec.input_std) + jnp.asarray(spec.input_mean)
+        patches = tokenizers.video_patches(x, spec.tubelet)  # [B, N, P, C]
+        if spec.normalize_target:
+            patches = _normalize(patches, axis=-2)
+        return patches.reshape(patches.shape[0], patches.shape[1], -1)
+    tokens = tokenizers.sensor_tokens(x, spec.num_tokens_cfg, spec.patching)
+    return _normalize(tokens, axis=-1) if spec.normalize_target else tokens
+
+
+def masked_targets(spec: ModalitySpec, x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    """Targets of the masked tokens in ascending order: [B, n_masked, token_dim]."""
+    _, masked_ids = masking.visible_and_masked_ids(mask, spec.num_visible)
+    return jnp.take_along_axis(modality_targets(spec, x), masked_ids[..., None], axis=1)
+
+
+def reconstruction_losses(specs: Sequence[ModalitySpec], preds: Mapping[str, jnp.ndarray],
+                          inputs: Mapping[str, jnp.ndarray], masks: Mapping[str, jnp.ndarray]):
+    """Returns (total loss, {name: MSE}); total = sum_m spec.loss_weight * MSE_m."""
+    per_modality = {}
+    for s in specs:
+        target = masked_targets(s, inputs[s.name], masks[s.name])
+        per_modality[s.name] = jnp.mean(jnp.square(preds[s.name].astype(jnp.float32) - target))
+    total = sum(s.loss_weight * per_modality[s.name] for s in specs)
+    return total, per_modality

@@ -1,0 +1,1 @@
+"""Flax Linen modules of mumae_jax (no TensorFlow imports here)."""

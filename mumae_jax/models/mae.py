@@ -1,0 +1,135 @@
+"""The multimodal masked autoencoder (Mu-MAE pretraining model), modality-generic.
+
+Forward pass for modalities m_1..m_k (in `specs` order; Mu-MAE: video, acc_phone, acc_watch, gyro,
+orientation):
+  tokens_m  = Embed_m(x_m) + PE_m                         [B, N_m, D]   (fixed sin-cos, no modality emb.)
+  encoder   = Transformer(concat_m tokens_m[visible_m])   [B, sum_m n_vis_m, D]   visible tokens only
+  z         = encoder_to_decoder(encoder)  (no bias)      [B, sum_m n_vis_m, Dd]
+  dec_in_m  = concat(z_m + PEd_m[visible_m], mask_token + PEd_m[masked_m])   visible first
+  pred_m    = Head_m(LN(Decoder_m(dec_in_m)[:, -n_masked_m:]))               [B, n_masked_m, token_dim_m]
+One `mask_token` is shared by all decoders; each decoder only sees its own modality.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mumae_jax.models import masking, modality, posemb, tokenizers, variants, vit
+from mumae_jax.models.modality import ModalitySpec
+
+
+def _gather(x, ids):
+    """x [B, N, D], ids [B, K] -> [B, K, D]."""
+    return jnp.take_along_axis(x, ids[..., None], axis=1)
+
+
+class ModalityDecoder(nn.Module):
+    """Light decoder of one modality: blocks -> LN on the last `num_masked` tokens -> head."""
+
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    out_dim: int
+    num_masked: int
+    dtype: jnp.dtype = jnp.float32
+    attention_impl: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x):
+        x = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, final_norm=False, dtype=self.dtype,
+                            attention_impl=self.attention_impl, name="blocks")(x)
+        x = nn.LayerNorm(epsilon=vit.LN_EPS, dtype=self.dtype, name="norm")(x[:, -self.num_masked:])
+        return nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=vit.dense_init, name="head")(x)
+
+
+class MultimodalMAE(nn.Module):
+    """Masked autoencoder over a tuple of modalities (see module docstring).
+
+    Call with `inputs` {name: video [B,T,H,W,C] or sensor [B,L,C]} and `masks` {name: bool [B, N_m]}
+    (True = masked; exactly `spec.num_masked` per example). Returns {name: [B, n_masked_m, token_dim_m]}
+    predictions for the masked tokens in ascending token order.
+    """
+
+    specs: Sequence[ModalitySpec]
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    decoder_width: int
+    decoder_depth: int
+    decoder_heads: int
+    decoder_mlp_dim: int
+    drop_path: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+    attention_impl: Optional[str] = None
+
+    def setup(self):
+        embeds = {}
+        for s in self.specs:
+            if s.kind == "video":
+                embeds[s.name] = tokenizers.TubeEmbed(self.width, s.tubelet, self.dtype, name=f"embed_{s.name}")
+            else:
+                embeds[s.name] = tokenizers.SensorEmbed(self.width, self.dtype, name=f"embed_{s.name}")
+        self.embeds = embeds
+        self.encoder = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, self.drop_path,
+                                       dtype=self.dtype, attention_impl=self.attention_impl, name="encoder")
+        self.encoder_to_decoder = nn.Dense(self.decoder_width, use_bias=False, dtype=self.dtype,
+                                           kernel_init=vit.dense_init, name="encoder_to_decoder")
+        self.mask_token = self.param("mask_token", nn.initializers.truncated_normal(0.02),
+                                     (1, 1, self.decoder_width), jnp.float32)
+        self.decoders = {
+            s.name: ModalityDecoder(self.decoder_depth, self.decoder_heads, self.decoder_mlp_dim,
+                                    s.token_dim, s.num_masked, self.dtype, self.attention_impl,
+                                    name=f"decoder_{s.name}")
+            for s in self.specs
+        }
+
+    def embed(self, inputs: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+        """All tokens of every modality with position tables added: {name: [B, N_m, D]}."""
+        out = {}
+        for s in self.specs:
+            x = inputs[s.name].astype(self.dtype)
+            if s.kind == "sensor":
+                x = tokenizers.sensor_tokens(x, s.num_tokens_cfg, s.patching)
+            tokens = self.embeds[s.name](x)
+            out[s.name] = tokens + jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype)
+        return out
+
+    def encode(self, inputs, masks, deterministic: bool = True):
+        """Encoder over visible tokens only: [B, sum_m n_vis_m, D] (video first, then sensors)."""
+        tokens = self.embed(inputs)
+        visible = []
+        for s in self.specs:
+            vis_ids, _ = masking.visible_and_masked_ids(masks[s.name], s.num_visible)
+            visible.append(_gather(tokens[s.name], vis_ids))
+        return self.encoder(jnp.concatenate(visible, axis=1), deterministic)
+
+    def __call__(self, inputs, masks, deterministic: bool = True):
+        batch = next(iter(inputs.values())).shape[0]
+        masking.check_masks(masks, self.specs, batch)
+        z = self.encoder_to_decoder(self.encode(inputs, masks, deterministic))
+        preds, start = {}, 0
+        for s in self.specs:
+            z_m = z[:, start:start + s.num_visible]
+            start += s.num_visible
+            vis_ids, masked_ids = masking.visible_and_masked_ids(masks[s.name], s.num_visible)
+            table = jnp.asarray(posemb.sincos_table(s.num_tokens, self.decoder_width), self.dtype)
+            pe = jnp.broadcast_to(table, (batch,) + table.shape)
+            x = jnp.concatenate([z_m + _gather(pe, vis_ids),
+                                 self.mask_token.astype(self.dtype) + _gather(pe, masked_ids)], axis=1)
+            preds[s.name] = self.decoders[s.name](x)
+        return preds
+
+
+def from_config(config) -> MultimodalMAE:
+    """Builds the model (and validates its modalities) from a pretraining config."""
+    specs = modality.specs_from_config(tuple(config.modalities), config.modality)
+    sizes = variants.resolve(config.model)
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(config.get("compute_dtype", "float32"))
+    if dtype is None:
+        raise ValueError(f"config.compute_dtype={config.compute_dtype!r}, expected 'float32' or 'bfloat16'")
+    impl = config.model.get("attention_impl", "") or None
+    return MultimodalMAE(specs=specs, drop_path=float(config.model.get("drop_path", 0.0)), dtype=dtype,
+                         attention_impl=impl, **sizes)

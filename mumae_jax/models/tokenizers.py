@@ -1,0 +1,83 @@
+"""Tokenisers: video tube embedding, sensor patching + embedding, and the patch layouts of targets."""
+from __future__ import annotations
+
+import math
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mumae_jax.models.modality import ModalitySpec
+
+
+def torch_default_init(fan_in: int):
+    """PyTorch's default Conv/Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for kernels and biases.
+
+    The official code keeps this init for its Conv3d tube and Conv1d sensor embeddings.
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def sensor_tokens(x: jnp.ndarray, num_tokens: int, patching: str = "strided") -> jnp.ndarray:
+    """[B, L, C] -> [B, num_tokens, (L/num_tokens)*C].
+
+    strided (official): token p holds samples {p, p+P, p+2P, ...} (P = num_tokens), flattened as
+      (sample, channel) with the channel fastest; equals einops 'b c (t p) l s -> b p (t l s c)' on the
+      official [B, 1, L, 1, C] layout.
+    contiguous: token p holds the window of samples [p*L/P, (p+1)*L/P).
+    """
+    if patching == "strided":
+        return einops.rearrange(x, "b (t p) c -> b p (t c)", p=num_tokens)
+    if patching == "contiguous":
+        return einops.rearrange(x, "b (p t) c -> b p (t c)", p=num_tokens)
+    raise ValueError(f"unknown sensor patching {patching!r}")
+
+
+def video_patches(x: jnp.ndarray, tubelet: tuple[int, int, int]) -> jnp.ndarray:
+    """[B, T, H, W, C] -> [B, N, pt*ph*pw, C] with tokens in (t, h, w) order, pixels (dt, dy, dx)."""
+    pt, ph, pw = tubelet
+    return einops.rearrange(x, "b (t p0) (h p1) (w p2) c -> b (t h w) (p0 p1 p2) c", p0=pt, p1=ph, p2=pw)
+
+
+def modality_tokens(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
+    """Raw per-token values [B, N, token_dim] (video: (dt, dy, dx, c) with c fastest)."""
+    if spec.kind == "video":
+        p = video_patches(x, spec.tubelet)
+        return p.reshape(p.shape[0], p.shape[1], -1)
+    return sensor_tokens(x, spec.num_tokens_cfg, spec.patching)
+
+
+class TubeEmbed(nn.Module):
+    """Conv3d with kernel = stride = tubelet: [B, T, H, W, C] -> [B, T'*H'*W', D] in (t, h, w) order."""
+
+    width: int
+    tubelet: tuple[int, int, int]
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = int(np.prod(self.tubelet)) * x.shape[-1]
+        x = nn.Conv(self.width, kernel_size=self.tubelet, strides=self.tubelet, padding="VALID",
+                    dtype=self.dtype, kernel_init=torch_default_init(fan_in),
+                    bias_init=torch_default_init(fan_in), name="proj")(x)
+        return x.reshape(x.shape[0], -1, self.width)
+
+
+class SensorEmbed(nn.Module):
+    """Per-token linear map (the official Conv1d with k=1): [B, N, token_dim] -> [B, N, D]."""
+
+    width: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens):
+        fan_in = tokens.shape[-1]
+        return nn.Dense(self.width, dtype=self.dtype, kernel_init=torch_default_init(fan_in),
+                        bias_init=torch_default_init(fan_in), name="proj")(tokens)

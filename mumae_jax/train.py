@@ -1,0 +1,167 @@
+"""Pretraining loop: `train_and_evaluate(config, workdir)`, callable from main.py, tests and notebooks.
+
+mesh -> input pipeline -> model -> sharded state (fresh or restored from the workdir) -> jitted step
+-> loop with JSONL/TensorBoard metrics, progress bar, periodic/final orbax checkpoints and SIGTERM
+handling (save, then return).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+import tqdm
+
+from mumae_jax import checkpointing, metrics, optim, sharding, train_state
+from mumae_jax.models import mae
+
+log = logging.getLogger(__name__)
+
+
+def duration_steps(config, prefix: str, num_examples: int) -> int:
+    """`<prefix>_steps` if positive, else `<prefix>_epochs` x examples / batch, rounded."""
+    steps = config.get(f"{prefix}_steps", -1)
+    if steps is not None and steps > 0:
+        return int(steps)
+    epochs = config.get(f"{prefix}_epochs", -1)
+    if epochs is None or epochs < 0:
+        raise ValueError(f"set config.{prefix}_steps or config.{prefix}_epochs")
+    return int(round(epochs * num_examples / config.batch_size))
+
+
+class _StopOnSignal:
+    """Turns SIGTERM into a flag the loop polls (only possible in the main thread)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. some notebook kernels)
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _input_geometry(model):
+    video = [s for s in model.specs if s.kind == "video"]
+    sensors = [s for s in model.specs if s.kind == "sensor"]
+    if len(video) != 1:
+        raise ValueError("the pretraining input pipeline feeds exactly one video modality")
+    lengths = {s.input_shape[0] for s in sensors}
+    if len(lengths) > 1:
+        raise ValueError(f"all sensor modalities must have the same length, got {sorted(lengths)}")
+    return dict(num_frames=video[0].input_shape[0], image_size=video[0].input_shape[1],
+                sensor_length=lengths.pop() if lengths else 128, sensors=tuple(s.name for s in sensors))
+
+
+def _raise_if_nonfinite(state):
+    bad = int(jax.device_get(state["nonfinite_step"]))
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite loss or gradient norm at training step {bad}; stopping. "
+                                 f"No checkpoint was written for step {bad} or later.")
+
+
+def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int], None]] = None) -> dict:
+    """Pretrains per `config`, writing checkpoints and metrics under `workdir`.
+
+    Resumes automatically from the latest checkpoint in `workdir`. `step_hook(step)` (optional) runs on
+    the host after every step. Returns {'step', 'state', 'history' (logged records), 'preempted'}.
+    """
+    from mumae_jax.data import input_pipeline  # TensorFlow is imported only here
+
+    model = mae.from_config(config)  # validates modalities and sizes before any work
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    if config.log_every_steps < 1:
+        raise ValueError(f"config.log_every_steps={config.log_every_steps} must be >= 1")
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+
+    # Data size first: durations may be given in epochs.
+    geometry = _input_geometry(model)
+    _, num_examples = input_pipeline.build_pretrain_input(
+        config.data, frame_stride=config.input.frame_stride, global_batch_size=config.batch_size,
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+        start_step=0, **geometry)
+    total = duration_steps(config, "total", num_examples)
+    warmup = duration_steps(config, "warmup", num_examples)
+    if total < 1:
+        raise ValueError(f"the run has {total} steps; raise config.total_steps or config.total_epochs")
+
+    tx, schedule = optim.make_optimizer(config, total, warmup)
+    state, state_sh = train_state.create_train_state(model, tx, jax.random.key(config.seed), mesh)
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every_steps,
+                                      config.keep_checkpoints)
+    writer = metrics.MetricWriter(workdir, tensorboard=config.write_tensorboard)
+    start = ckpt.latest_step() or 0
+    if start:
+        state, _ = ckpt.restore(start, checkpointing.abstract_like(state))
+        writer.truncate_after(start)
+        log.info("resumed from %s at step %d", ckpt.directory, start)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config.to_json_best_effort(indent=2))
+        log.info("model: %s, %d parameters; %d examples, %d steps (%d warm-up), batch %d on %d devices",
+                 config.model.variant, train_state.param_count(state["params"]), num_examples, total,
+                 warmup, config.batch_size, mesh.devices.size)
+
+    step_fn = train_state.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh, state_sh)
+    batches, _ = input_pipeline.build_pretrain_input(
+        config.data, frame_stride=config.input.frame_stride, global_batch_size=config.batch_size,
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+        start_step=start, **geometry)
+    names = [s.name for s in model.specs]
+
+    history, pending, preempted = [], [], False
+    bar = tqdm.tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True,
+                    disable=not (config.progress_bar and is_main))
+    t_log, steps_since_log = time.perf_counter(), 0
+    step = start
+    with _StopOnSignal() as stop:
+        while step < total:
+            batch = sharding.to_global({k: v for k, v in next(batches).items() if k in names}, mesh)
+            state, m = step_fn(state, batch)
+            step += 1
+            steps_since_log += 1
+            pending.append(m)
+            bar.update(1)
+            if step_hook is not None:
+                step_hook(step)
+            last = step == total or stop.requested
+            if step % config.log_every_steps == 0 or last:
+                fetched = jax.device_get(pending)
+                _raise_if_nonfinite(state)
+                elapsed = time.perf_counter() - t_log
+                record = {k: float(np.mean([f[k] for f in fetched])) for k in fetched[0]}
+                record["steps_per_sec"] = steps_since_log / elapsed
+                record["clips_per_sec"] = steps_since_log * config.batch_size / elapsed
+                writer.write(step, record)
+                history.append({"step": step, **record})
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                pending, steps_since_log, t_log = [], 0, time.perf_counter()
+            if last or ckpt.should_save(step):
+                _raise_if_nonfinite(state)
+                ckpt.save(step, state, {"step": step, "total_steps": total}, force=last)
+            if stop.requested:
+                preempted = True
+                log.warning("SIGTERM received: saved a checkpoint at step %d and stopping", step)
+                break
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    return {"step": step, "state": state, "history": history, "preempted": preempted}

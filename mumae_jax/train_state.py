@@ -1,0 +1,98 @@
+"""Train state creation and the jitted, mesh-sharded pretraining step (no TensorFlow needed).
+
+State: {'step': int32, 'params', 'opt_state', 'nonfinite_step': int32}. `nonfinite_step` is -1 while
+training is healthy; the first step with a non-finite loss or gradient norm stores its (1-based) step
+and from then on updates are skipped, so the state stays the last finite one and the host can stop
+with a message naming the step.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mumae_jax import losses, sharding
+from mumae_jax.models import masking
+from mumae_jax.models.mae import MultimodalMAE
+from mumae_jax.models.modality import ModalitySpec
+
+
+def dummy_inputs(specs: Sequence[ModalitySpec], batch: int = 1):
+    """Zero inputs and valid (first-n-masked) masks of the right shapes, for init and shape checks."""
+    inputs = {s.name: jnp.zeros((batch,) + s.input_shape, jnp.float32) for s in specs}
+    masks = {s.name: jnp.broadcast_to(jnp.arange(s.num_tokens) < s.num_masked, (batch, s.num_tokens))
+             for s in specs}
+    return inputs, masks
+
+
+def create_train_state(model: MultimodalMAE, tx: optax.GradientTransformation, rng, mesh):
+    """Initialises the state directly with replicated shardings; returns (state, state_shardings)."""
+
+    def init(rng):
+        inputs, masks = dummy_inputs(model.specs)
+        params = model.init({"params": rng}, inputs, masks)["params"]
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+                "nonfinite_step": jnp.full((), -1, jnp.int32)}
+
+    abstract = jax.eval_shape(init, rng)
+    state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+    return jax.jit(init, out_shardings=state_sh)(rng), state_sh
+
+
+def loss_and_metrics(model: MultimodalMAE, params, inputs, masks, dropout_rng=None):
+    """(total loss, {'loss_<modality>': MSE}) for explicit masks."""
+    deterministic = dropout_rng is None
+    rngs = {} if deterministic else {"dropout": dropout_rng}
+    preds = model.apply({"params": params}, inputs, masks, deterministic=deterministic, rngs=rngs)
+    total, per = losses.reconstruction_losses(model.specs, preds, inputs, masks)
+    return total, {f"loss_{k}": v for k, v in per.items()}
+
+
+def make_train_step(model: MultimodalMAE, tx: optax.GradientTransformation, schedule: Callable,
+                    seed: int, batch_size: int, mesh, state_sh) -> Callable:
+    """jit(step)(state, batch) -> (state, metrics); masks and drop-path use fold_in(key(seed), step).
+
+    Each example's masks come from its own key, split from the step key, and are drawn with
+    `jax.vmap` inside the step, so a resumed run replays the same masks and the masks do not depend
+    on the number of devices. The state is donated.
+    """
+    specs = model.specs
+    names = [s.name for s in specs]
+    use_dropout = model.drop_path > 0
+
+    def step_fn(state, batch):
+        step = state["step"]
+        mask_rng, drop_rng = jax.random.split(jax.random.fold_in(jax.random.key(seed), step))
+        masks = masking.draw_masks(mask_rng, specs, batch_size)
+        inputs = {k: batch[k] for k in names}
+
+        def loss_fn(params):
+            return loss_and_metrics(model, params, inputs, masks, drop_rng if use_dropout else None)
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        healthy = finite & (state["nonfinite_step"] < 0)
+        new = {"step": step + 1, "params": params, "opt_state": opt_state}
+        old = {k: state[k] for k in new}
+        out = jax.tree.map(lambda n, o: jnp.where(healthy, n, o), new, old)
+        out["nonfinite_step"] = jnp.where((state["nonfinite_step"] < 0) & ~finite, step + 1,
+                                          state["nonfinite_step"])
+        metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "param_norm": optax.global_norm(params),
+                   "update_norm": optax.global_norm(updates), "lr": schedule(step)}
+        return out, metrics
+
+    batch_sh = {k: sharding.batch_sharding(mesh) for k in names}
+    return jax.jit(step_fn, in_shardings=(state_sh, batch_sh),
+                   out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def param_count(params) -> int:
+    """Number of parameters."""
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

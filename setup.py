@@ -1,0 +1,35 @@
+"""mumae_jax: multimodal masked autoencoders (Mu-MAE) in JAX/Flax."""
+import setuptools
+
+CORE = [
+    "jax>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "einops>=0.8",
+    "ml-collections>=1.1",
+    "numpy>=2.0",
+    "absl-py",
+    "tqdm",
+]
+# The input pipeline (tf.data/TFDS) and the TensorBoard writer need TensorFlow; the model, masking,
+# losses and the train step do not, so accelerator images without TensorFlow can still import them.
+DATA = ["tensorflow-cpu>=2.21", "tensorflow-datasets>=4.9.10"]
+
+setuptools.setup(
+    name="mumae_jax",
+    version="0.1.0",
+    description="Mu-MAE (multimodal masked autoencoders for one-shot learning) in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["mumae_jax", "mumae_jax.*"]),
+    install_requires=CORE + DATA,
+    extras_require={
+        "video": ["av>=14"],
+        "test": ["pytest>=8", "av>=14"],
+        "tb": ["tensorboard"],
+        "gpu": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
+    },
+)
