@@ -73,7 +73,7 @@ def make_train_step(model: MultimodalMAE, tx: optax.GradientTransformation, sche
             return loss_and_metrics(model, params, inputs, masks, drop_rng if use_dropout else None)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
 
@@ -84,8 +84,8 @@ def make_train_step(model: MultimodalMAE, tx: optax.GradientTransformation, sche
         out = jax.tree.map(lambda n, o: jnp.where(healthy, n, o), new, old)
         out["nonfinite_step"] = jnp.where((state["nonfinite_step"] < 0) & ~finite, step + 1,
                                           state["nonfinite_step"])
-        metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "param_norm": optax.global_norm(params),
-                   "update_norm": optax.global_norm(updates), "lr": schedule(step)}
+        metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "param_norm": optax.tree.norm(params),
+                   "update_norm": optax.tree.norm(updates), "lr": schedule(step)}
         return out, metrics
 
     batch_sh = {k: sharding.batch_sharding(mesh) for k in names}

@@ -1,0 +1,92 @@
+"""Configs: every argument builds, overrides work, bad values fail at start with clear messages."""
+import pytest
+
+from configs import pretrain
+from mumae_jax.models import mae
+
+
+@pytest.mark.parametrize("arg", ["", "variant=S", "variant=Ti", "runlocal", "data=mmact", "modalities=video",
+                                 "sensor_masking=independent", "sensor_masking=time_aligned",
+                                 "video_masking=random,variant=S"])
+def test_every_argument_builds_a_valid_model(arg):
+    c = pretrain.get_config(arg)
+    model = mae.from_config(c)
+    assert [s.name for s in model.specs][0] == "video"
+
+
+def test_paper_recipe_defaults():
+    c = pretrain.get_config()
+    assert (c.model.variant, c.batch_size, c.base_lr, c.min_lr, c.weight_decay) == ("B", 64, 1.5e-4, 1e-5, 0.05)
+    assert (c.b1, c.b2, c.warmup_epochs, c.model.decoder_depth) == (0.9, 0.95, 40.0, 4)
+    m = mae.from_config(c)
+    assert (m.width, m.depth, m.num_heads, m.decoder_width, m.decoder_heads) == (768, 12, 12, 384, 6)
+    video, *sensors = m.specs
+    assert video.num_tokens == 1568 and video.num_visible == 160 and video.mask_type == "tube"
+    assert all(s.num_tokens == 16 and s.num_visible == 2 and s.mask_group == "sensors" and s.loss_weight == 0.5
+               for s in sensors)
+    s = mae.from_config(pretrain.get_config("variant=S"))
+    assert (s.width, s.num_heads, s.decoder_width, s.decoder_heads) == (384, 6, 192, 3)
+
+
+def test_video_only_is_a_configuration():
+    m = mae.from_config(pretrain.get_config("modalities=video"))
+    assert [s.name for s in m.specs] == ["video"]
+
+
+def test_unknown_variant_fails():
+    with pytest.raises(ValueError, match="unknown model variant 'XL'; known variants: Ti, S, B"):
+        pretrain.get_config("variant=XL")
+    c = pretrain.get_config()
+    c.model.variant = "H"
+    with pytest.raises(ValueError, match="unknown model variant 'H'"):
+        mae.from_config(c)
+
+
+def test_unknown_argument_fails():
+    with pytest.raises(ValueError, match="unknown config argument 'varient'"):
+        pretrain.get_config("varient=S")
+    with pytest.raises(ValueError, match="sensor_masking='sync'"):
+        pretrain.get_config("sensor_masking=sync")
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
+def test_mask_ratio_outside_open_interval_fails(ratio):
+    c = pretrain.get_config()
+    c.modality.video.mask_ratio = ratio
+    with pytest.raises(ValueError, match=r"modality 'video': mask_ratio=.* strictly between 0 and 1"):
+        mae.from_config(c)
+    c = pretrain.get_config()
+    c.modality.gyro.mask_ratio = ratio
+    with pytest.raises(ValueError, match="modality 'gyro': mask_ratio"):
+        mae.from_config(c)
+
+
+def test_frames_not_divisible_by_tubelet_fails():
+    c = pretrain.get_config()
+    c.modality.video.num_frames = 15
+    with pytest.raises(ValueError, match="num_frames=15 is not divisible by the tubelet's temporal size 2"):
+        mae.from_config(c)
+    c = pretrain.get_config()
+    c.modality.video.image_size = 200
+    with pytest.raises(ValueError, match="image_size=200 is not divisible"):
+        mae.from_config(c)
+
+
+def test_inconsistent_sensor_settings_fail():
+    c = pretrain.get_config()
+    c.modality.gyro.mask_ratio = 0.5  # same group as the others, different ratio
+    with pytest.raises(ValueError, match="shares mask_group='sensors'"):
+        mae.from_config(c)
+    c = pretrain.get_config("sensor_masking=time_aligned")
+    c.modality.gyro.patching = "strided"
+    c.modality.gyro.mask_group = ""
+    with pytest.raises(ValueError, match="needs patching='contiguous'"):
+        mae.from_config(c)
+    c = pretrain.get_config()
+    c.modality.gyro.length = 100
+    with pytest.raises(ValueError, match="length=100 is not divisible by num_tokens=16"):
+        mae.from_config(c)
+    c = pretrain.get_config()
+    c.compute_dtype = "float16"
+    with pytest.raises(ValueError, match="compute_dtype"):
+        mae.from_config(c)
