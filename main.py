@@ -14,7 +14,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax/jax chatter
+    logging.getLogger("mumae_jax").setLevel(logging.INFO)
     config = flags.FLAGS.config
     if config.trainer != "pretrain":
         raise app.UsageError(f"unknown config.trainer {config.trainer!r}")

@@ -9,12 +9,16 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    """Thin wrapper over `ocp.CheckpointManager` storing {'state': pytree, 'meta': json}."""
+    """Thin wrapper over `ocp.CheckpointManager` storing {'state': pytree, 'meta': json}.
 
-    def __init__(self, directory: str, every_steps: int, keep: int):
-        if every_steps < 1 or keep < 1:
-            raise ValueError(f"checkpoint_every_steps={every_steps} and keep_checkpoints={keep} must be >= 1")
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps, create=True)
+    The caller decides when to save (every N steps, at the end, on SIGTERM); orbax keeps the newest
+    `keep` checkpoints and writes asynchronously.
+    """
+
+    def __init__(self, directory: str, keep: int):
+        if keep < 1:
+            raise ValueError(f"keep_checkpoints={keep} must be >= 1")
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -24,12 +28,9 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def should_save(self, step: int) -> bool:
-        return self.manager.should_save(step)
-
-    def save(self, step: int, state: Any, meta: dict, force: bool = False) -> bool:
+    def save(self, step: int, state: Any, meta: dict) -> bool:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        return self.manager.save(step, args=args, force=force)
+        return self.manager.save(step, args=args, force=True)
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """Restores into `abstract_state` (ShapeDtypeStructs carrying the *current* shardings)."""

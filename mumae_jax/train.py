@@ -104,8 +104,9 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
 
     tx, schedule = optim.make_optimizer(config, total, warmup)
     state, state_sh = train_state.create_train_state(model, tx, jax.random.key(config.seed), mesh)
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every_steps,
-                                      config.keep_checkpoints)
+    if config.checkpoint_every_steps < 1:
+        raise ValueError(f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be >= 1")
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     writer = metrics.MetricWriter(workdir, tensorboard=config.write_tensorboard)
     start = ckpt.latest_step() or 0
     if start:
@@ -131,37 +132,39 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
                     disable=not (config.progress_bar and is_main))
     t_log, steps_since_log = time.perf_counter(), 0
     step = start
-    with _StopOnSignal() as stop:
-        while step < total:
-            batch = sharding.to_global({k: v for k, v in next(batches).items() if k in names}, mesh)
-            state, m = step_fn(state, batch)
-            step += 1
-            steps_since_log += 1
-            pending.append(m)
-            bar.update(1)
-            if step_hook is not None:
-                step_hook(step)
-            last = step == total or stop.requested
-            if step % config.log_every_steps == 0 or last:
-                fetched = jax.device_get(pending)
-                _raise_if_nonfinite(state)
-                elapsed = time.perf_counter() - t_log
-                record = {k: float(np.mean([f[k] for f in fetched])) for k in fetched[0]}
-                record["steps_per_sec"] = steps_since_log / elapsed
-                record["clips_per_sec"] = steps_since_log * config.batch_size / elapsed
-                writer.write(step, record)
-                history.append({"step": step, **record})
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-                pending, steps_since_log, t_log = [], 0, time.perf_counter()
-            if last or ckpt.should_save(step):
-                _raise_if_nonfinite(state)
-                ckpt.save(step, state, {"step": step, "total_steps": total}, force=last)
-            if stop.requested:
-                preempted = True
-                log.warning("SIGTERM received: saved a checkpoint at step %d and stopping", step)
-                break
-    bar.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
+    try:
+        with _StopOnSignal() as stop:
+            while step < total:
+                batch = sharding.to_global({k: v for k, v in next(batches).items() if k in names}, mesh)
+                state, m = step_fn(state, batch)
+                step += 1
+                steps_since_log += 1
+                pending.append(m)
+                bar.update(1)
+                if step_hook is not None:
+                    step_hook(step)
+                last = step == total or stop.requested
+                if step % config.log_every_steps == 0 or last:
+                    fetched = jax.device_get(pending)
+                    _raise_if_nonfinite(state)
+                    elapsed = time.perf_counter() - t_log
+                    record = {k: float(np.mean([f[k] for f in fetched])) for k in fetched[0]}
+                    record["steps_per_sec"] = steps_since_log / elapsed
+                    record["clips_per_sec"] = steps_since_log * config.batch_size / elapsed
+                    writer.write(step, record)
+                    history.append({"step": step, **record})
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                    pending, steps_since_log, t_log = [], 0, time.perf_counter()
+                if last or step % config.checkpoint_every_steps == 0:
+                    _raise_if_nonfinite(state)
+                    ckpt.save(step, state, {"step": step, "total_steps": total})
+                if stop.requested:
+                    preempted = True
+                    log.warning("SIGTERM received: saved a checkpoint at step %d and stopping", step)
+                    break
+    finally:
+        bar.close()
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
     return {"step": step, "state": state, "history": history, "preempted": preempted}

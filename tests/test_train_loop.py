@@ -23,7 +23,7 @@ def test_killed_and_resumed_run_replays_exactly(tiny_config, tmp_path):
     record = metrics.read_jsonl(os.path.join(full, "metrics.jsonl"))[-1]
     for key in ("loss_video", "loss_acc_phone", "loss_orientation", "lr", "grad_norm", "clips_per_sec"):
         assert np.isfinite(record[key])
-    ckpt = checkpointing.Checkpointer(os.path.join(full, "checkpoints"), 2, 2)
+    ckpt = checkpointing.Checkpointer(os.path.join(full, "checkpoints"), 2)
     assert ckpt.all_steps() == [4, 6]  # every 2 steps, keep 2
 
     killed = str(tmp_path / "killed")
@@ -34,7 +34,7 @@ def test_killed_and_resumed_run_replays_exactly(tiny_config, tmp_path):
 
     out = train.train_and_evaluate(tiny_config, killed, step_hook=kill_at_3)
     assert out["preempted"] and out["step"] == 3
-    assert checkpointing.Checkpointer(os.path.join(killed, "checkpoints"), 2, 2).latest_step() == 3
+    assert checkpointing.Checkpointer(os.path.join(killed, "checkpoints"), 2).latest_step() == 3
     out = train.train_and_evaluate(tiny_config, killed)  # resumes from step 3
     assert out["step"] == 6
     resumed = _losses(killed)
@@ -52,7 +52,7 @@ def test_nonfinite_loss_stops_without_checkpoint(tiny_config, tmp_path):
     with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient norm at training step \d+") as e:
         train.train_and_evaluate(tiny_config, workdir)
     bad = int(re.search(r"step (\d+)", str(e.value)).group(1))
-    steps = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 1, 3).all_steps()
+    steps = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 3).all_steps()
     assert all(s < bad for s in steps), (steps, bad)
 
 
