@@ -93,10 +93,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
 
     # Data size first: durations may be given in epochs.
     geometry = _input_geometry(model)
-    _, num_examples = input_pipeline.build_pretrain_input(
-        config.data, frame_stride=config.input.frame_stride, global_batch_size=config.batch_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-        start_step=0, **geometry)
+    num_examples = len(input_pipeline.make_dataset(config.data)[1])
     total = duration_steps(config, "total", num_examples)
     warmup = duration_steps(config, "warmup", num_examples)
     if total < 1:
@@ -163,6 +160,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
                     log.warning("SIGTERM received: saved a checkpoint at step %d and stopping", step)
                     break
     finally:
+        batches.close()
         bar.close()
         ckpt.wait()
         ckpt.close()

@@ -98,3 +98,16 @@ def test_weight_decay_mask(tiny_config):
     assert m["encoder"]["norm"]["scale"] is False
     assert m["mask_token"] is False  # 3-D, excluded by name
     assert m["embed_video"]["proj"]["kernel"] is True
+
+
+def test_bf16_step_close_to_fp32(tiny_config):
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        tiny_config.compute_dtype = dtype
+        model, mesh, state, step = _setup(tiny_config, jax.devices()[:1])
+        batch = sharding.to_global(_batch(model.specs, tiny_config.batch_size), mesh)
+        state, m = step(state, batch)
+        losses[dtype] = float(m["loss"])
+        assert state["params"]["mask_token"].dtype == np.float32
+    assert np.isfinite(losses["bfloat16"])
+    assert abs(losses["bfloat16"] - losses["float32"]) < 0.02 * losses["float32"], losses

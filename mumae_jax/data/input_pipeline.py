@@ -1,0 +1,208 @@
+"""Pretraining input pipeline (tf.data), deterministic and resumable by step.
+
+The stream is a pure function of (seed, global example index i). Example i belongs to epoch i // N
+(N = examples in the split); its clip is entry i % N of a permutation of the split seeded by
+(seed, epoch) (identity when shuffle is off), and its random frame offset comes from an RNG seeded by
+(seed, i). Step s of process p (of P) holds examples s·G + p·B + j, j < B, with G the global batch
+and B = G / P. So `start_step=k` yields exactly what an uninterrupted stream yields from step k on, and
+the processes' batches concatenated equal the single-process batch.
+
+Frames and sensors are generated inside tf.data by `tf.numpy_function` (parallel, order-preserving).
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import gc
+import weakref
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from mumae_jax.data import sensor_ops, synthetic
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+SUPPORTED_DATASETS = ("synthetic",)
+SPLITS = ("pretrain_train", "pretrain_val", "base", "novel", "all")
+PRETRAIN_VAL_FRACTION = 0.2
+
+_MEAN = np.asarray(IMAGENET_MEAN, np.float32)
+_STD = np.asarray(IMAGENET_STD, np.float32)
+
+
+def _get(cfg: Any, key: str, default=None):
+    try:
+        return cfg[key]
+    except (KeyError, AttributeError, TypeError):
+        return default
+
+
+def _hide_gpus_from_tf() -> None:
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except (RuntimeError, ValueError):  # already initialised; TF then keeps its devices
+        pass
+
+
+def split_clips(dataset: synthetic.SyntheticMMAct, split: str) -> list[synthetic.ClipRef]:
+    """The clips of a split, in a fixed order.
+
+    'pretrain_train' / 'pretrain_val' are a clip-level 80/20 split of the base-class clips seeded by
+    the dataset's seed (like the official train.csv / val.csv); 'base', 'novel', 'all' are class sets.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split == "all":
+        return dataset.clips()
+    if split == "novel":
+        return dataset.clips(synthetic.NOVEL_CLASSES)
+    base = dataset.clips(synthetic.BASE_CLASSES)
+    if split == "base":
+        return base
+    perm = np.random.default_rng([dataset.seed, 0x5EED_5B17]).permutation(len(base))
+    n_val = int(round(PRETRAIN_VAL_FRACTION * len(base)))
+    chosen = np.sort(perm[:n_val] if split == "pretrain_val" else perm[n_val:])
+    return [base[i] for i in chosen]
+
+
+def make_dataset(data_cfg: Mapping) -> tuple[synthetic.SyntheticMMAct, list[synthetic.ClipRef]]:
+    """(dataset, clips of data_cfg['split']) for a data config."""
+    name = _get(data_cfg, "name", None)
+    if name not in SUPPORTED_DATASETS:
+        raise ValueError(f"unsupported dataset name {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}")
+    ds = synthetic.SyntheticMMAct(seed=int(_get(data_cfg, "seed", 0)),
+                                  num_subjects=int(_get(data_cfg, "num_subjects", 8)),
+                                  num_sessions=int(_get(data_cfg, "num_sessions", 2)),
+                                  num_cameras=int(_get(data_cfg, "num_cameras", 4)))
+    split = str(_get(data_cfg, "split", "pretrain_train"))
+    clips = split_clips(ds, split)
+    if not clips:
+        raise ValueError(f"split {split!r} is empty")
+    return ds, clips
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 0xE90C]).permutation(n)
+
+
+def example_clip_index(i: int, n: int, seed: int, shuffle: bool) -> int:
+    """Index into the split of global example i (epoch i // n, seeded permutation per epoch)."""
+    epoch, pos = divmod(int(i), n)
+    return int(_epoch_permutation(seed, epoch, n)[pos]) if shuffle else pos
+
+
+def frame_indices(num_video_frames: int, num_frames: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+    """Official pretraining sampling: num_frames at `stride` from a random offset in
+    [0, max(0, n - num_frames·stride)]; indices past the end repeat the last frame. → int64 [num_frames]."""
+    n = int(num_video_frames)
+    offset = int(rng.integers(0, max(0, n - num_frames * stride) + 1))
+    return np.minimum(offset + stride * np.arange(num_frames, dtype=np.int64), n - 1)
+
+
+def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_size: int,
+                         sensor_length: int, sensors: Sequence[str], global_batch_size: int,
+                         seed: int, start_step: int = 0, process_index: int = 0,
+                         process_count: int = 1) -> tuple[Iterator[dict[str, np.ndarray]], int]:
+    """Returns (iterator of host-local numpy batches, number of examples in the split).
+
+    Batch (B = global_batch_size // process_count):
+      'video'  float32 [B, num_frames, image_size, image_size, 3], ImageNet-normalised;
+      <sensor> float32 [B, sensor_length, 3] per name in `sensors` (min-max + resampled);
+      'label'  int32 [B] (global class id);  'index' int64 [B] (global example index).
+    The stream is infinite; nothing is generated before the first `next()`.
+    """
+    if global_batch_size < 1 or process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"bad batch/process geometry: global_batch_size={global_batch_size}, "
+                         f"process_index={process_index}, process_count={process_count}")
+    if global_batch_size % process_count:
+        raise ValueError(f"global_batch_size={global_batch_size} is not divisible by "
+                         f"process_count={process_count}")
+    if num_frames < 1 or frame_stride < 1 or image_size < 8 or sensor_length < 1 or start_step < 0:
+        raise ValueError(f"bad input geometry: num_frames={num_frames}, frame_stride={frame_stride}, "
+                         f"image_size={image_size}, sensor_length={sensor_length}, start_step={start_step}")
+    sensors = tuple(sensors)
+    bad = [s for s in sensors if s not in synthetic.SENSORS]
+    if bad:
+        raise ValueError(f"unknown sensors {bad}; expected names from {synthetic.SENSORS}")
+    dataset, clips = make_dataset(data_cfg)
+    n_examples = len(clips)
+    shuffle = bool(_get(data_cfg, "shuffle", True))
+    seed = int(seed)
+    B = global_batch_size // process_count
+    G = global_batch_size
+
+    @functools.lru_cache(maxsize=None)
+    def instance_sensors(instance):  # one recording serves all cameras: compute it once per build
+        rec = dataset.sensors(instance)
+        return tuple(sensor_ops.preprocess_sensor(rec[s][1], sensor_length) for s in sensors)
+
+    def make_example(i):
+        i = int(i)
+        clip = clips[example_clip_index(i, n_examples, seed, shuffle)]
+        rng = np.random.default_rng([seed, i, 0xF4A3])
+        idx = frame_indices(dataset.num_frames(clip), num_frames, frame_stride, rng)
+        frames = dataset.render(clip, idx, (image_size, image_size))  # uint8; normalised in the graph
+        return (frames,) + instance_sensors(clip.instance) + (np.int32(clip.label), np.int64(i))
+
+    keys = ("video",) + sensors + ("label", "index")
+    tout = [tf.uint8] + [tf.float32] * len(sensors) + [tf.int32, tf.int64]
+    shapes = ([(num_frames, image_size, image_size, 3)] + [(sensor_length, 3)] * len(sensors) + [(), ()])
+    mean, std = tf.constant(_MEAN), tf.constant(_STD)
+
+    def to_example(k):
+        step = start_step + k // B
+        i = step * G + process_index * B + k % B
+        values = tf.numpy_function(make_example, [i], tout, stateful=False)
+        ex = {key: tf.ensure_shape(v, s) for key, v, s in zip(keys, values, shapes)}
+        ex["video"] = (tf.cast(ex["video"], tf.float32) * (1.0 / 255.0) - mean) / std
+        return ex
+
+    _hide_gpus_from_tf()
+    ds = tf.data.Dataset.range(0, np.iinfo(np.int64).max)
+    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(B, drop_remainder=True)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.with_options(options)
+
+    return _BatchIterator(ds), n_examples
+
+
+class _BatchIterator:
+    """Lazy numpy iterator over a tf.data pipeline; `close()` releases it.
+
+    Live iterators are closed at interpreter exit: a tf.data iterator whose `numpy_function` workers
+    are still running can otherwise deadlock Python's finalisation.
+    """
+
+    def __init__(self, ds: tf.data.Dataset):
+        self._ds = ds
+        self._it = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._it is None:
+            self._it = self._ds.as_numpy_iterator()
+            _LIVE.add(self)
+        return next(self._it)
+
+    def close(self) -> None:
+        self._it = None
+        _LIVE.discard(self)
+
+
+_LIVE: "weakref.WeakSet[_BatchIterator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_iterators() -> None:
+    for it in list(_LIVE):
+        it.close()
+    gc.collect()
