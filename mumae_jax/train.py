@@ -86,8 +86,9 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     model = mae.from_config(config)  # validates modalities and sizes before any work
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    if config.log_every_steps < 1:
-        raise ValueError(f"config.log_every_steps={config.log_every_steps} must be >= 1")
+    for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        if config[field] < 1:
+            raise ValueError(f"config.{field}={config[field]} must be >= 1")
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
 
@@ -100,16 +101,17 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
         raise ValueError(f"the run has {total} steps; raise config.total_steps or config.total_epochs")
 
     tx, schedule = optim.make_optimizer(config, total, warmup)
-    state, state_sh = train_state.create_train_state(model, tx, jax.random.key(config.seed), mesh)
-    if config.checkpoint_every_steps < 1:
-        raise ValueError(f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be >= 1")
+    init, abstract_state, state_sh = train_state.train_state_initializer(
+        model, tx, jax.random.key(config.seed), mesh)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     writer = metrics.MetricWriter(workdir, tensorboard=config.write_tensorboard)
     start = ckpt.latest_step() or 0
-    if start:
-        state, _ = ckpt.restore(start, checkpointing.abstract_like(state))
+    if start:  # restore straight into the current mesh's shardings; nothing is initialised
+        state, _ = ckpt.restore(start, abstract_state)
         writer.truncate_after(start)
         log.info("resumed from %s at step %d", ckpt.directory, start)
+    else:
+        state = init()
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             f.write(config.to_json_best_effort(indent=2))

@@ -28,18 +28,30 @@ def dummy_inputs(specs: Sequence[ModalitySpec], batch: int = 1):
     return inputs, masks
 
 
-def create_train_state(model: MultimodalMAE, tx: optax.GradientTransformation, rng, mesh):
-    """Initialises the state directly with replicated shardings; returns (state, state_shardings)."""
+def train_state_initializer(model: MultimodalMAE, tx: optax.GradientTransformation, rng, mesh):
+    """Returns (init, abstract_state, state_shardings) without allocating anything.
 
-    def init(rng):
+    `init()` builds the state directly with replicated shardings; `abstract_state` (ShapeDtypeStructs
+    carrying those shardings) is the restore target of a checkpoint.
+    """
+
+    def init_fn(rng):
         inputs, masks = dummy_inputs(model.specs)
         params = model.init({"params": rng}, inputs, masks)["params"]
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
                 "nonfinite_step": jnp.full((), -1, jnp.int32)}
 
-    abstract = jax.eval_shape(init, rng)
-    state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-    return jax.jit(init, out_shardings=state_sh)(rng), state_sh
+    shapes = jax.eval_shape(init_fn, rng)
+    state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+    abstract = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes, state_sh)
+    init = jax.jit(init_fn, out_shardings=state_sh)
+    return (lambda: init(rng)), abstract, state_sh
+
+
+def create_train_state(model: MultimodalMAE, tx: optax.GradientTransformation, rng, mesh):
+    """Initialises the state directly with replicated shardings; returns (state, state_shardings)."""
+    init, _, state_sh = train_state_initializer(model, tx, rng, mesh)
+    return init(), state_sh
 
 
 def loss_and_metrics(model: MultimodalMAE, params, inputs, masks, dropout_rng=None):
