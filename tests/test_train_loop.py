@@ -16,7 +16,10 @@ def _losses(workdir):
 
 def test_killed_and_resumed_run_replays_exactly(tiny_config, tmp_path):
     full = str(tmp_path / "full")
+    tiny_config.write_tensorboard = True
     out = train.train_and_evaluate(tiny_config, full)
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(full, "tensorboard")))
+    tiny_config.write_tensorboard = False
     assert out["step"] == 6 and not out["preempted"]
     ref = _losses(full)
     assert sorted(ref) == [1, 2, 3, 4, 5, 6]

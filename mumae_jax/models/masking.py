@@ -90,10 +90,10 @@ def check_masks(masks: Mapping[str, np.ndarray], specs: Sequence[ModalitySpec], 
     for spec in specs:
         if spec.name not in masks:
             raise ValueError(f"masks lack modality '{spec.name}' (got {sorted(masks)})")
-        m = masks[spec.name]
-        if isinstance(m, jax.core.Tracer):
+        try:
+            m = np.asarray(masks[spec.name])
+        except jax.errors.TracerArrayConversionError:  # inside jit: shapes are static, counts unchecked
             continue
-        m = np.asarray(m)
         if m.dtype != np.bool_ or m.shape != (batch_size, spec.num_tokens):
             raise ValueError(f"mask of '{spec.name}' must be bool [{batch_size}, {spec.num_tokens}], "
                              f"got {m.dtype} {m.shape}")
