@@ -14,7 +14,8 @@ CORE = [
 ]
 # The input pipeline (tf.data/TFDS) and the TensorBoard writer need TensorFlow; the model, masking,
 # losses and the train step do not, so accelerator images without TensorFlow can still import them.
-DATA = ["tensorflow-cpu>=2.21", "tensorflow-datasets>=4.9.10"]
+# tensorflow-cpu does not pull in tensorboard, which tf.summary needs to write event files.
+DATA = ["tensorflow-cpu>=2.21", "tensorflow-datasets>=4.9.10", "tensorboard"]
 
 setuptools.setup(
     name="mumae_jax",
@@ -28,7 +29,6 @@ setuptools.setup(
     extras_require={
         "video": ["av>=14"],
         "test": ["pytest>=8", "av>=14"],
-        "tb": ["tensorboard"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },

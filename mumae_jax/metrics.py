@@ -21,10 +21,12 @@ class MetricWriter:
         os.makedirs(workdir, exist_ok=True)
         if tensorboard:
             try:
+                import tensorboard  # noqa: F401  (tf.summary needs it to write events)
                 import tensorflow as tf
             except ImportError as e:
-                raise ImportError("config.write_tensorboard=True needs TensorFlow (pip install tensorflow-cpu); "
-                                  "set --config.write_tensorboard=False to write metrics.jsonl only") from e
+                raise ImportError("config.write_tensorboard=True needs TensorFlow and TensorBoard (pip install "
+                                  "tensorflow-cpu tensorboard); set --config.write_tensorboard=False to write "
+                                  "metrics.jsonl only") from e
             self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
     def truncate_after(self, step: int) -> None:
