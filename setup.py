@@ -11,11 +11,11 @@ CORE = [
     "numpy>=2.0",
     "absl-py",
     "tqdm",
+    "tensorboard",  # event files are written with tensorboard's own writer (no TensorFlow needed)
 ]
 # The input pipeline (tf.data/TFDS) and the TensorBoard writer need TensorFlow; the model, masking,
 # losses and the train step do not, so accelerator images without TensorFlow can still import them.
-# tensorflow-cpu does not pull in tensorboard, which tf.summary needs to write event files.
-DATA = ["tensorflow-cpu>=2.21", "tensorflow-datasets>=4.9.10", "tensorboard"]
+DATA = ["tensorflow-cpu>=2.21", "tensorflow-datasets>=4.9.10"]
 
 setuptools.setup(
     name="mumae_jax",

@@ -1,11 +1,14 @@
-"""Metric writers: JSON lines (always) and TensorBoard event files (optional; needs TensorFlow).
+"""Metric writers: JSON lines (always) and TensorBoard event files (optional).
 
 Only process 0 writes. `metrics.jsonl` holds one object per log step: {"step": int, name: float, ...}.
+TensorBoard events go through the `tensorboard` package's own event-file writer (no TensorFlow ops:
+eager TF calls in the training loop would contend for the GIL with the tf.data workers).
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Mapping, Optional
 
 import jax
@@ -21,13 +24,14 @@ class MetricWriter:
         os.makedirs(workdir, exist_ok=True)
         if tensorboard:
             try:
-                import tensorboard  # noqa: F401  (tf.summary needs it to write events)
-                import tensorflow as tf
+                from tensorboard.compat.proto import event_pb2, summary_pb2
+                from tensorboard.summary.writer.event_file_writer import EventFileWriter
             except ImportError as e:
-                raise ImportError("config.write_tensorboard=True needs TensorFlow and TensorBoard (pip install "
-                                  "tensorflow-cpu tensorboard); set --config.write_tensorboard=False to write "
-                                  "metrics.jsonl only") from e
-            self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+                raise ImportError("config.write_tensorboard=True needs the tensorboard package (pip install "
+                                  "tensorboard); set --config.write_tensorboard=False to write metrics.jsonl "
+                                  "only") from e
+            self._tb = EventFileWriter(os.path.join(workdir, "tensorboard"))
+            self._event, self._summary = event_pb2.Event, summary_pb2.Summary
 
     def truncate_after(self, step: int) -> None:
         """Drops records with step > `step` (a resumed run re-logs the steps after its checkpoint)."""
@@ -41,15 +45,12 @@ class MetricWriter:
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
             return
-        record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+        values = {k: float(v) for k, v in scalars.items()}
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps({"step": int(step), **values}) + "\n")
         if self._tb is not None:
-            import tensorflow as tf
-
-            with self._tb.as_default(step=int(step)):
-                for k, v in scalars.items():
-                    tf.summary.scalar(k, float(v))
+            summary = self._summary(value=[self._summary.Value(tag=k, simple_value=v) for k, v in values.items()])
+            self._tb.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
             self._tb.flush()
 
     def close(self):

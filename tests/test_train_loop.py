@@ -6,6 +6,7 @@ import signal
 import jax
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mumae_jax import checkpointing, metrics, train
 
@@ -18,10 +19,13 @@ def test_killed_and_resumed_run_replays_exactly(tiny_config, tmp_path):
     full = str(tmp_path / "full")
     tiny_config.write_tensorboard = True
     out = train.train_and_evaluate(tiny_config, full)
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(full, "tensorboard")))
     tiny_config.write_tensorboard = False
     assert out["step"] == 6 and not out["preempted"]
     ref = _losses(full)
+    events = EventAccumulator(os.path.join(full, "tensorboard"))
+    events.Reload()
+    tb = {e.step: e.value for e in events.Scalars("loss")}
+    assert tb.keys() == ref.keys() and all(tb[s] == pytest.approx(ref[s], rel=1e-6) for s in ref)
     assert sorted(ref) == [1, 2, 3, 4, 5, 6]
     record = metrics.read_jsonl(os.path.join(full, "metrics.jsonl"))[-1]
     for key in ("loss_video", "loss_acc_phone", "loss_orientation", "lr", "grad_norm", "clips_per_sec"):
