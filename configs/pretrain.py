@@ -18,9 +18,12 @@ Arguments (`--config=configs/pretrain.py:variant=S,runlocal`):
 
 Commands and what to expect:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/mumae_local
-    2-core CPU: ~3-5 min; the loss falls from ~1.5 to below ~1.1; checkpoints every 100 steps.
+    2-core CPU: ~4 min (20-40 clips/s). The logged loss (video + 0.5·Σ sensors, mean of 10 steps) falls
+    from ~4.7 at step 10 to ~2.74 at step 300 (video ~0.85, sensors ~0.93-0.95); predicting the token
+    mean scores ~2.91. Checkpoints at steps 200 and 300, metrics.jsonl, tensorboard/.
   python main.py --config=configs/pretrain.py --config.batch_size=2 --config.total_steps=2 --workdir=...
-    paper ViT-B shapes on the synthetic data; runs on a CPU (slowly: tens of seconds per step).
+    paper ViT-B shapes (122.7M parameters) on the synthetic data: ~1.5 min on a 2-core CPU, mostly
+    compilation; the lr stays in warm-up (a warning says so).
 Any field can be overridden, e.g. `--config.total_steps=1000 --config.modality.video.mask_ratio=0.75`.
 Durations: `total_steps`/`warmup_steps` win over `total_epochs`/`warmup_epochs` when positive.
 """
