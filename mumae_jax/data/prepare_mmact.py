@@ -1,0 +1,616 @@
+"""Prepare MMAct (trimmed release) into sharded TFRecords: decode each video once, pair it with its sensors.
+
+    python -m mumae_jax.data.prepare_mmact --src /data/mmact --out /data/mmact_prepared \
+        [--video-dir DIR|TAR] [--sensors acc_phone,acc_watch,gyro,orientation] [--sensor-root NAME=DIR|TAR]
+        [--short-side 256] [--jpeg-quality 90] [--min-frames 16] [--shard-size 64] [--workers N]
+        [--classes FILE] [--allow-unknown-classes] [--cameras 1,2,3,4] [--no-progress]
+
+Input (see data/MMACT.md): `<src>/video/subjectN/camK/sceneS/sessionT/<action>.mp4` and
+`<src>/<sensor>_clip/subjectN/sceneS/sessionT/<action>.csv`, each tree either a directory or a
+`.tar.gz` next to where the directory would be (extracted safely into `<out>/_work/`).
+
+Output in `--out`:
+- `clips-XXXXX-of-YYYYY.tfrecord`: one `tf.train.Example` per kept clip (`FEATURES` documents them);
+  `read_prepared(out)` reads them back as decoded dicts.
+- `clips-XXXXX-of-YYYYY.json`: a shard's sidecar (options, clip list, manifest lines). It is written
+  after the shard and marks the shard as finished: a rerun with the same options and clips skips it.
+- `manifest.jsonl` (one line per clip, per orphan sensor recording and per unrecognised file),
+  `summary.json` (counts per reason, kept totals, throughput, options).
+
+Clips are sorted by name and cut into shards of `--shard-size` before any decoding, so the
+assignment of clips to shards is deterministic; clips that are dropped later leave a shard short.
+Checks per clip, first failure wins: class known, sensor files present, each sensor CSV valid, video
+opens, video decodes fully, enough frames (reasons: `mmact_layout.REASONS`).
+
+Only `read_prepared`, `serialize_example` and the shard writer import TensorFlow; decoding workers
+(spawned processes) import numpy, PyAV and Pillow only.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import concurrent.futures.process
+import glob
+import io
+import json
+import math
+import multiprocessing
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from mumae_jax.data import mmact_layout as L
+
+FORMAT_VERSION = 1
+SHARD_PATTERN = "clips-{index:05d}-of-{count:05d}.tfrecord"
+_SHARD_RE = re.compile(r"^clips-(\d{5})-of-(\d{5})\.(tfrecord|json)(\.tmp-\d+)?$")
+WORK_DIR = "_work"
+
+# Feature spec of one record (one kept clip). `{s}` is each sensor name of --sensors.
+FEATURES: dict[str, str] = {
+    "clip": "bytes: clip name subject{N}_cam{K}_scene{S}_session{T}_{action}",
+    "action": "bytes: action (class) name",
+    "label": "int64: index of the action in the class list (--classes, default the 33 alphabetical "
+             "Mu-MAE classes, carrying=0 .. waving_hand=32); -1 for an unknown class kept with "
+             "--allow-unknown-classes",
+    "subject": "int64", "camera": "int64", "scene": "int64", "session": "int64",
+    "video_path": "bytes: source video path",
+    "frames": "bytes list [T]: one JPEG per frame, RGB, resized so the short side is --short-side",
+    "num_frames": "int64: T, the number of decoded frames",
+    "fps": "float: the video stream's average frame rate (0 if unknown)",
+    "height": "int64: frame height after resizing", "width": "int64: frame width after resizing",
+    "orig_height": "int64: source frame height", "orig_width": "int64: source frame width",
+    "sensors": "bytes list: the sensor names stored in this record, in --sensors order",
+    "sensor/{s}/values": "float list [L*3]: raw x, y, z (CSV columns 2-4) as float32, row-major [L, 3]; "
+                         "not normalised, not resampled",
+    "sensor/{s}/timestamps": "bytes: raw CSV column 1 as little-endian float64 [L] (float_list is only "
+                             "float32, too coarse for epoch milliseconds)",
+    "sensor/{s}/length": "int64: L, the number of rows",
+    "sensor/{s}/path": "bytes: source CSV path",
+}
+
+
+class PrepareError(L.LayoutError):
+    """Bad command-line input or input layout; the message names the path."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Worker side (no TensorFlow)
+# ----------------------------------------------------------------------------------------------------
+
+class VideoError(Exception):
+    def __init__(self, reason: str, detail: str, num_frames: int | None = None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.num_frames = reason, detail, num_frames
+
+
+def _resized_hw(h: int, w: int, short_side: int) -> tuple[int, int]:
+    if short_side <= 0:
+        return h, w
+    if h <= w:
+        return short_side, max(1, int(round(w * short_side / h)))
+    return max(1, int(round(h * short_side / w))), short_side
+
+
+def decode_video(path: str, short_side: int) -> tuple[list[np.ndarray], float, tuple[int, int]]:
+    """Decode all frames of `path` to uint8 RGB [h, w, 3] with the short side resized to `short_side`
+    (aspect kept, swscale bilinear; 0 keeps the size). Returns (frames, fps, (orig_h, orig_w)).
+
+    Raises VideoError: `video_unreadable` (cannot open, no video stream, or an empty stream) or
+    `video_corrupt` (the container opens but decoding raises after N >= 0 frames, or fewer frames decode
+    than the container declares: a truncated file).
+    """
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as e:  # noqa: BLE001 — PyAV raises many types for non-videos
+        raise VideoError("video_unreadable", f"{path}: cannot open: {e}") from None
+    with container:
+        if not container.streams.video:
+            raise VideoError("video_unreadable", f"{path}: no video stream")
+        stream = container.streams.video[0]
+        declared = int(stream.frames or 0)
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        frames: list[np.ndarray] = []
+        orig = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
+        try:
+            for frame in container.decode(stream):
+                if not frames:  # every frame gets the first frame's output size (even if the stream changes)
+                    orig = (frame.height, frame.width)
+                    h, w = _resized_hw(frame.height, frame.width, short_side)
+                frames.append(frame.to_ndarray(format="rgb24", width=w, height=h))
+        except Exception as e:  # noqa: BLE001 — av.error.* (InvalidDataError, EOFError, ...)
+            raise VideoError("video_corrupt", f"{path}: decoding failed after {len(frames)} frames: {e}",
+                             len(frames)) from None
+    if not frames:
+        raise VideoError("video_unreadable", f"{path}: no frames")
+    if declared and len(frames) < declared:
+        raise VideoError("video_corrupt", f"{path}: truncated: decoded {len(frames)} of {declared} "
+                         "frames declared by the container", len(frames))
+    return frames, fps, orig
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame, "RGB").save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def _worker_init():
+    try:
+        import av.logging
+        av.logging.set_level(None)  # silence FFmpeg's own messages about corrupt input
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def process_clip(job: Mapping[str, Any]) -> dict:
+    """Check and decode one clip. job: {'entry': manifest entry (status unset), 'sensors': [(name, path)],
+    'opts': {...}, 'shard': name}. Returns {'entry': ..., 'record': None | {...}}."""
+    entry = dict(job["entry"])
+    opts = job["opts"]
+    sensors = {}
+    stats = {"decoded": 0, "decoded_frames": 0}
+    try:
+        for name, path in job["sensors"]:
+            try:
+                sensors[name] = L.read_sensor_csv(path)
+            except OSError as e:  # vanished or unreadable since the scan
+                raise L.SensorFileError("sensor_missing", f"{name}: cannot read {path}: {e}") from None
+        stats["decoded"] = 1
+        try:
+            frames, fps, orig = decode_video(entry["video"], opts["short_side"])
+        except VideoError as e:
+            stats["decoded_frames"] = e.num_frames or 0
+            raise
+        stats["decoded_frames"] = len(frames)
+        if len(frames) < opts["min_frames"]:
+            raise VideoError("too_few_frames", f"{len(frames)} frames < --min-frames {opts['min_frames']}",
+                             len(frames))
+    except (L.SensorFileError, VideoError) as e:
+        entry.update(status="dropped", reason=e.reason, detail=e.detail, shard=None,
+                     num_frames=getattr(e, "num_frames", None))
+        return {"entry": entry, "record": None, **stats}
+    h, w = frames[0].shape[:2]
+    record = {
+        "frames": [encode_jpeg(f, opts["jpeg_quality"]) for f in frames],
+        "fps": fps, "height": h, "width": w, "orig_height": orig[0], "orig_width": orig[1],
+        "sensors": sensors,
+    }
+    entry.update(status="kept", reason=None, shard=job["shard"], num_frames=len(frames),
+                 height=h, width=w, fps=fps)
+    return {"entry": entry, "record": record, **stats}
+
+
+# ----------------------------------------------------------------------------------------------------
+# TFRecord writing and reading (TensorFlow)
+# ----------------------------------------------------------------------------------------------------
+
+def serialize_example(entry: Mapping[str, Any], record: Mapping[str, Any], sensor_names: Sequence[str]) -> bytes:
+    import tensorflow as tf
+
+    def b(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[x if isinstance(x, bytes) else
+                                                                     str(x).encode() for x in v]))
+
+    def i(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(x) for x in v]))
+
+    def f(v):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=v))
+
+    feat = {
+        "clip": b([entry["clip"]]), "action": b([entry["action"]]), "label": i([entry["label"]]),
+        "subject": i([entry["subject"]]), "camera": i([entry["camera"]]), "scene": i([entry["scene"]]),
+        "session": i([entry["session"]]), "video_path": b([entry["video"]]),
+        "frames": b(record["frames"]), "num_frames": i([len(record["frames"])]), "fps": f([record["fps"]]),
+        "height": i([record["height"]]), "width": i([record["width"]]),
+        "orig_height": i([record["orig_height"]]), "orig_width": i([record["orig_width"]]),
+        "sensors": b(sensor_names),
+    }
+    for s in sensor_names:
+        ts, vals = record["sensors"][s]
+        feat[f"sensor/{s}/values"] = f(np.asarray(vals, np.float32).reshape(-1))
+        feat[f"sensor/{s}/timestamps"] = b([np.asarray(ts, "<f8").tobytes()])
+        feat[f"sensor/{s}/length"] = i([len(ts)])
+        feat[f"sensor/{s}/path"] = b([entry["sensors"][s]])
+    return tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString()
+
+
+def parsing_spec(sensor_names: Sequence[str]) -> dict:
+    """`tf.io.parse_single_example` spec for a record (see FEATURES)."""
+    import tensorflow as tf
+
+    s_, i_ = tf.io.FixedLenFeature([], tf.string), tf.io.FixedLenFeature([], tf.int64)
+    spec = {k: s_ for k in ("clip", "action", "video_path")}
+    spec.update({k: i_ for k in ("label", "subject", "camera", "scene", "session", "num_frames", "height",
+                                 "width", "orig_height", "orig_width")})
+    spec["fps"] = tf.io.FixedLenFeature([], tf.float32)
+    spec["frames"] = tf.io.VarLenFeature(tf.string)
+    spec["sensors"] = tf.io.VarLenFeature(tf.string)
+    for s in sensor_names:
+        spec[f"sensor/{s}/values"] = tf.io.VarLenFeature(tf.float32)
+        spec[f"sensor/{s}/timestamps"] = s_
+        spec[f"sensor/{s}/length"] = i_
+        spec[f"sensor/{s}/path"] = s_
+    return spec
+
+
+def shard_paths(out_dir: str | os.PathLike) -> list[str]:
+    return sorted(glob.glob(os.path.join(str(out_dir), "clips-?????-of-?????.tfrecord")))
+
+
+def read_prepared(out_dir: str | os.PathLike, sensors: Sequence[str] | None = None, decode_frames: bool = True):
+    """Read a prepared directory → tf.data.Dataset of dicts, in shard order:
+
+    frames uint8 [T, H, W, 3] (JPEG bytes [T] if decode_frames=False), num_frames, fps, height, width,
+    orig_height, orig_width, clip, action, label, subject, camera, scene, session, video_path,
+    sensors: {name: {'values': float32 [L, 3], 'timestamps': float64 [L]}}, sensor_paths: {name: path}.
+    `sensors` defaults to the --sensors of the prepare run (summary.json).
+    """
+    import tensorflow as tf
+
+    if sensors is None:
+        summary = Path(out_dir) / "summary.json"
+        sensors = (json.loads(summary.read_text())["options"]["sensors"] if summary.is_file()
+                   else list(L.DEFAULT_SENSORS))
+    sensors = list(sensors)
+    files = shard_paths(out_dir)
+    if not files:
+        raise FileNotFoundError(f"no clips-*.tfrecord shards in {out_dir}")
+    spec = parsing_spec(sensors)
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        out = {k: ex[k] for k in ("clip", "action", "video_path", "label", "subject", "camera", "scene",
+                                  "session", "num_frames", "height", "width", "orig_height", "orig_width",
+                                  "fps")}
+        jpegs = ex["frames"].values
+        if decode_frames:
+            frames = tf.map_fn(lambda x: tf.io.decode_jpeg(x, channels=3), jpegs,
+                               fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+            out["frames"] = tf.reshape(frames, tf.stack([ex["num_frames"], ex["height"], ex["width"], 3]))
+        else:
+            out["frames"] = jpegs
+        out["sensors"] = {s: {"values": tf.reshape(ex[f"sensor/{s}/values"].values, [-1, 3]),
+                              "timestamps": tf.io.decode_raw(ex[f"sensor/{s}/timestamps"], tf.float64)}
+                          for s in sensors}
+        out["sensor_paths"] = {s: ex[f"sensor/{s}/path"] for s in sensors}
+        return out
+
+    return tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _atomic_write_bytes(path: Path, data: bytes):
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_shard(path: Path, examples: Iterable[bytes]):
+    import tensorflow as tf
+
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with tf.io.TFRecordWriter(str(tmp)) as w:
+        for ex in examples:
+            w.write(ex)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command
+# ----------------------------------------------------------------------------------------------------
+
+def _entry(clip: str, *, status=None, reason=None, detail=None, video=None, sensors=None, shard=None,
+           num_frames=None, **meta) -> dict:
+    e = {"clip": clip, "status": status, "reason": reason, "detail": detail, "video": video,
+         "sensors": sensors or {}, "shard": shard, "num_frames": num_frames}
+    e.update(meta)
+    return e
+
+
+def _parse_sensor_list(text: str | Sequence[str]) -> list[str]:
+    names = [s.strip() for s in (text.split(",") if isinstance(text, str) else text)]
+    names = [s for s in names if s]
+    if not names:
+        raise PrepareError("--sensors is empty")
+    for s in names:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]*", s):
+            raise PrepareError(f"bad sensor name {s!r} in --sensors (letters, digits, '_', '-')")
+    dup = [s for s, n in collections.Counter(names).items() if n > 1]
+    if dup:
+        raise PrepareError(f"sensor names repeated in --sensors: {dup}")
+    return names
+
+
+def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, video_dir=None,
+            sensors: str | Sequence[str] = L.DEFAULT_SENSORS, sensor_roots: Mapping[str, str] | None = None,
+            short_side: int = 256, jpeg_quality: int = 90, min_frames: int = 16, shard_size: int = 64,
+            workers: int | None = None, classes: str | os.PathLike | None = None,
+            allow_unknown_classes: bool = False, cameras: str | Sequence[int] | None = None, progress: bool = True, log=print) -> dict:
+    """Run the preparation (see the module docstring). Returns the summary dict (also in summary.json).
+
+    Raises PrepareError / mmact_layout.LayoutError (bad input, naming the path) and
+    mmact_layout.UnsafeArchiveError (an archive member would escape the work dir).
+    """
+    t0 = time.time()
+    if out is None or str(out) == "":
+        raise PrepareError("--out is required")
+    if src is None and video_dir is None:
+        raise PrepareError("--src is required (or --video-dir together with --sensor-root for every sensor)")
+    if src is not None and not Path(src).is_dir():
+        raise PrepareError(f"--src {src} is not a directory")
+    if short_side < 0 or not 1 <= jpeg_quality <= 100 or min_frames < 1 or shard_size < 1:
+        raise PrepareError("need --short-side >= 0, 1 <= --jpeg-quality <= 100, --min-frames >= 1, "
+                           "--shard-size >= 1")
+    sensor_names = _parse_sensor_list(sensors)
+    sensor_roots = dict(sensor_roots or {})
+    extra = sorted(set(sensor_roots) - set(sensor_names))
+    if extra:
+        raise PrepareError(f"--sensor-root given for sensors not in --sensors: {extra}")
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = int(workers)
+    if workers < 1:
+        raise PrepareError(f"--workers must be >= 1, got {workers}")
+    if isinstance(cameras, str):
+        try:
+            cameras = [int(c) for c in cameras.split(",") if c.strip()]
+        except ValueError:
+            raise PrepareError(f"--cameras expects comma-separated integers, got {cameras!r}") from None
+    camera_set = None if cameras is None else set(int(c) for c in cameras)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / WORK_DIR
+    class_list = L.load_class_list(classes)
+    class_id = {c: i for i, c in enumerate(class_list)}
+
+    # ---- locate (and safely extract) the trees --------------------------------------------------------
+    vpath = Path(video_dir) if video_dir is not None else Path(src) / "video"
+    video_root = L.resolve_tree(vpath, work, "video")
+    if video_root is None:
+        raise PrepareError(f"video tree not found: {vpath} (a directory or {vpath}.tar.gz)")
+    roots = {}
+    for s in sensor_names:
+        p = Path(sensor_roots[s]) if s in sensor_roots else (Path(src) / f"{s}_clip" if src is not None else None)
+        if p is None:
+            raise PrepareError(f"no --sensor-root for sensor {s!r} and no --src")
+        r = L.resolve_tree(p, work, f"{s}_clip")
+        if r is None:
+            raise PrepareError(f"sensor tree for {s!r} not found: {p} (a directory or {p}.tar.gz); "
+                               "check --sensors")
+        roots[s] = r
+
+    videos, bad_videos = L.scan_videos(video_root)
+    if not videos:
+        raise PrepareError(f"no videos found under {video_root} (expected subjectN/camK/sceneS/sessionT/"
+                           f"<action>.mp4{'; unrecognised: ' + bad_videos[0] if bad_videos else ''})")
+    sensor_index, bad_sensor_files = {}, []
+    for s in sensor_names:
+        sensor_index[s], bad = L.scan_sensor_tree(roots[s])
+        bad_sensor_files += bad
+    log(f"found {len(videos)} videos under {video_root}; sensor recordings: "
+        + ", ".join(f"{s}={len(sensor_index[s])}" for s in sensor_names))
+
+    # ---- cheap checks and pairing ---------------------------------------------------------------------
+    entries: list[dict] = []
+    candidates: list[tuple[dict, list[tuple[str, str]]]] = []
+    for p in bad_videos + bad_sensor_files:
+        entries.append(_entry(p, status="dropped", reason="unrecognised_path",
+                              detail=f"{p}: not subjectN/[camK/]sceneS/sessionT/<action>.(mp4|csv)",
+                              video=p if p.lower().endswith(".mp4") else None))
+    for v in videos:
+        inst = v.instance
+        have = {s: sensor_index[s][inst] for s in sensor_names if inst in sensor_index[s]}
+        meta = dict(action=v.action, label=class_id.get(v.action, -1), subject=v.subject, camera=v.camera,
+                    scene=v.scene, session=v.session)
+        e = _entry(v.name, video=v.path, sensors=have, **meta)
+        if camera_set is not None and v.camera not in camera_set:
+            e.update(status="dropped", reason="camera_excluded",
+                     detail=f"cam{v.camera} not in --cameras {','.join(map(str, sorted(camera_set)))}")
+        elif v.action not in class_id and not allow_unknown_classes:
+            e.update(status="dropped", reason="unknown_class",
+                     detail=f"action {v.action!r} not in the class list ({len(class_list)} classes)")
+        elif not have:
+            e.update(status="dropped", reason="no_sensors",
+                     detail=f"no sensor recording {inst.name} in any of {', '.join(sensor_names)}")
+        elif len(have) < len(sensor_names):
+            missing = [s for s in sensor_names if s not in have]
+            e.update(status="dropped", reason="sensor_missing",
+                     detail="missing " + ", ".join(f"{s}: {roots[s]}/subject{inst.subject}/scene{inst.scene}/"
+                                                   f"session{inst.session}/{inst.action}.csv" for s in missing))
+        else:
+            if v.action not in class_id:
+                e["detail"] = f"unknown class {v.action!r} kept (--allow-unknown-classes)"
+            candidates.append((e, [(s, have[s]) for s in sensor_names]))
+            continue
+        entries.append(e)
+    video_instances = {v.instance for v in videos}
+    orphans = sorted({k for s in sensor_names for k in sensor_index[s]} - video_instances)
+    for k in orphans:
+        entries.append(_entry(k.name, status="dropped", reason="no_video",
+                              detail=f"sensor recording {k.name} has no video in {video_root}",
+                              sensors={s: sensor_index[s][k] for s in sensor_names if k in sensor_index[s]},
+                              action=k.action, label=class_id.get(k.action, -1), subject=k.subject,
+                              camera=None, scene=k.scene, session=k.session))
+
+    # ---- deterministic shard assignment, resume ----------------------------------------------------------
+    candidates.sort(key=lambda c: c[0]["clip"])
+    num_shards = math.ceil(len(candidates) / shard_size)
+    opts = {"format_version": FORMAT_VERSION, "sensors": sensor_names, "short_side": short_side,
+            "jpeg_quality": jpeg_quality, "min_frames": min_frames, "classes": list(class_list)}
+    shards = []
+    for k in range(num_shards):
+        name = SHARD_PATTERN.format(index=k, count=num_shards)
+        members = candidates[k * shard_size:(k + 1) * shard_size]
+        shards.append((name, members))
+    keep_names = {n for n, _ in shards} | {n[:-len(".tfrecord")] + ".json" for n, _ in shards}
+    for f in sorted(os.listdir(out)):
+        m = _SHARD_RE.match(f)
+        if m and (f not in keep_names or m.group(4)):
+            os.remove(out / f)  # a temp file of an interrupted run, or a shard of another clip set
+    pending, reused = [], 0
+    for name, members in shards:
+        side = out / (name[:-len(".tfrecord")] + ".json")
+        done = None
+        if side.is_file() and (out / name).is_file():
+            try:
+                done = json.loads(side.read_text())
+            except (OSError, ValueError):
+                done = None
+        ident = json.loads(json.dumps([[e["clip"], e["video"], sp] for e, sp in members]))
+        if done and done.get("options") == opts and done.get("clips") == ident:
+            entries.extend(done["entries"])
+            reused += 1
+        else:
+            pending.append((name, members))
+    if reused:
+        log(f"resuming: {reused}/{num_shards} shards already finished")
+
+    # ---- decode (parallel), write shards in order ------------------------------------------------------
+    jobs = [{"entry": e, "sensors": sp, "opts": opts, "shard": name} for name, members in pending
+            for e, sp in members]
+    decoded_clips = decoded_frames = 0
+    t_dec = time.time()
+    if jobs:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), unit="clip", desc="prepare", disable=not progress, file=sys.stderr)
+        pool = None
+        if workers > 1 and len(jobs) > 1:
+            pool = concurrent.futures.ProcessPoolExecutor(
+                min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+            results = pool.map(process_clip, jobs, chunksize=1)  # in job order; a crashed worker raises
+            import tensorflow  # noqa: F401  (imported while the workers start)
+        else:
+            _worker_init()
+            results = map(process_clip, jobs)
+        try:
+            for name, members in pending:
+                shard_entries, examples = [], []
+                for _ in members:
+                    try:
+                        r = next(results)
+                    except concurrent.futures.process.BrokenProcessPool as err:
+                        raise PrepareError(
+                            f"a decoding worker died while preparing shard {name} (a crash inside FFmpeg?); "
+                            "finished shards are kept: rerun to resume, or use --workers 1 to find the clip"
+                        ) from err
+                    e = r["entry"]
+                    decoded_clips += r["decoded"]
+                    decoded_frames += r["decoded_frames"]
+                    if r["record"] is not None:
+                        examples.append(serialize_example(e, r["record"], sensor_names))
+                    shard_entries.append(e)
+                    bar.update(1)
+                _write_shard(out / name, examples)
+                side = {"options": opts, "clips": [[e["clip"], e["video"], sp] for e, sp in members],
+                        "entries": shard_entries}
+                _atomic_write_bytes(out / (name[:-len(".tfrecord")] + ".json"),
+                                    json.dumps(side, indent=0).encode())
+                entries.extend(shard_entries)
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+    dt_dec = time.time() - t_dec
+
+    # ---- manifest and summary ------------------------------------------------------------------------
+    entries.sort(key=lambda e: (e["clip"], e["status"]))
+    _atomic_write_bytes(out / "manifest.jsonl",
+                        "".join(json.dumps(e, sort_keys=False) + "\n" for e in entries).encode())
+    kept = [e for e in entries if e["status"] == "kept"]
+    reasons = collections.Counter(e["reason"] for e in entries if e["status"] == "dropped")
+    summary = {
+        "videos_found": len(videos) + len(bad_videos),
+        "kept": len(kept),
+        "kept_frames": int(sum(e["num_frames"] for e in kept)),
+        "kept_unknown_class": sum(1 for e in kept if e.get("label", 0) < 0),
+        "dropped": sum(reasons.values()),
+        "dropped_by_reason": dict(sorted(reasons.items())),
+        "manifest_lines": len(entries),
+        "shards": num_shards, "shards_reused": reused, "shards_written": len(pending),
+        "decoded_clips": decoded_clips, "decoded_frames": decoded_frames,
+        "decode_seconds": round(dt_dec, 3), "seconds": round(time.time() - t0, 3),
+        "clips_per_s": round(len(jobs) / dt_dec, 2) if jobs and dt_dec > 0 else None,
+        "frames_per_s": round(decoded_frames / dt_dec, 1) if jobs and dt_dec > 0 else None,
+        "workers": workers,
+        "options": {**opts, "shard_size": shard_size, "allow_unknown_classes": allow_unknown_classes,
+                    "cameras": None if camera_set is None else sorted(camera_set),
+                    "video_root": str(video_root), "sensor_roots": {s: str(r) for s, r in roots.items()}},
+    }
+    _atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
+    log(format_summary(summary))
+    return summary
+
+
+def format_summary(s: Mapping[str, Any]) -> str:
+    lines = [f"kept {s['kept']} clips ({s['kept_frames']} frames) in {s['shards']} shards "
+             f"({s['shards_reused']} reused, {s['shards_written']} written); dropped {s['dropped']}"]
+    for r, n in s["dropped_by_reason"].items():
+        lines.append(f"  {r:22s} {n}")
+    if s["clips_per_s"] is not None:
+        lines.append(f"decoded {s['decoded_clips']} clips / {s['decoded_frames']} frames in "
+                     f"{s['decode_seconds']:.1f}s: {s['clips_per_s']} clips/s, {s['frames_per_s']} frames/s "
+                     f"({s['workers']} workers)")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mumae_jax.data.prepare_mmact",
+                                description="MMAct trimmed videos + sensor CSVs -> sharded TFRecords, "
+                                            "manifest.jsonl and summary.json (see data/MMACT.md).")
+    p.add_argument("--src", help="MMAct root with video/ and <sensor>_clip/ (directories or .tar.gz)")
+    p.add_argument("--out", help="output directory (shards, manifest, summary; archives extract to _work/)")
+    p.add_argument("--video-dir", help="video tree (directory or .tar.gz); default <src>/video")
+    p.add_argument("--sensors", default=",".join(L.DEFAULT_SENSORS),
+                   help="comma-separated sensor names; tree <src>/<name>_clip (default %(default)s)")
+    p.add_argument("--sensor-root", action="append", default=[], metavar="NAME=PATH",
+                   help="tree of one sensor (directory or .tar.gz), overrides <src>/<name>_clip; repeatable")
+    p.add_argument("--short-side", type=int, default=256, help="resize frames to this short side (0: keep)")
+    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--min-frames", type=int, default=16)
+    p.add_argument("--shard-size", type=int, default=64, help="clips per shard")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cpu count)")
+    p.add_argument("--classes", help="file with the known class names, one per line (default: the 33 "
+                                     "Mu-MAE classes); line order gives the label")
+    p.add_argument("--allow-unknown-classes", action="store_true",
+                   help="keep clips whose action is not in the class list (label -1)")
+    p.add_argument("--cameras", help="comma-separated camera numbers to keep, e.g. 1,2,3,4 (default: all "
+                                     "camK folders); others are listed as camera_excluded")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        roots = {}
+        for item in args.sensor_root:
+            if "=" not in item:
+                raise PrepareError(f"--sensor-root expects NAME=PATH, got {item!r}")
+            k, v = item.split("=", 1)
+            roots[k.strip()] = v
+        prepare(args.out, args.src, video_dir=args.video_dir, sensors=args.sensors, sensor_roots=roots,
+                short_side=args.short_side, jpeg_quality=args.jpeg_quality, min_frames=args.min_frames,
+                shard_size=args.shard_size, workers=args.workers, classes=args.classes,
+                allow_unknown_classes=args.allow_unknown_classes, cameras=args.cameras, progress=not args.no_progress)
+    except L.LayoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
