@@ -1,0 +1,457 @@
+"""TFDS dataset `mmact`: a prepared MMAct directory (the output of `prepare_mmact`) as a TFDS dataset,
+with the rule-based splits of `splits.py`, stored as tfrecord (for `as_dataset` / `tfds.load`) plus an
+array_record copy (for random access: `as_data_source` / `tfds.data_source`).
+
+    from mumae_jax.data import mmact_tfds
+    builder = mmact_tfds.build("/data/mmact_prepared", "/data/tfds")            # config 'mumae_split3'
+    ds = builder.as_dataset(split="meta_train")                                # or mmact_tfds.load(...)
+    src = builder.as_data_source(split="meta_test")                            # random access
+    ds = builder.as_dataset(split=mmact_tfds.process_split("pretrain_train",
+                                                           jax.process_index(), jax.process_count()))
+
+Storage: tfds 4.9.10 cannot `as_dataset` array_record files (NotImplementedError) and cannot
+`as_data_source` tfrecord files, so `build` writes the tfds tfrecord shards and then
+`add_array_record` copies every shard's serialized examples unchanged into an array_record shard of the
+same length, registered as an alternative file format in dataset_info.json (disk use ~2x). Both read
+paths then work on the same builder and data_dir (`Mmact.as_data_source` works around two tfds bugs,
+see there). `tfds.load('mmact/<config>', data_dir=...)` / `tfds.data_source(...)` work once this
+module is imported (which registers `mmact`), for the four named configs.
+
+The builder never downloads anything: it reads the prepared shards (`clips-*.tfrecord`) and
+`manifest.jsonl` from `prepared_dir` (constructor argument) or, if that is not given, from
+`tfds.download.DownloadConfig(manual_dir=...)`.
+
+Features of one example (one clip):
+- `video`: `tfds.features.Video(shape=(None, None, None, 3), encoding_format='jpeg')`. The prepared JPEG
+  bytes are stored as they are (no re-encoding). Decoded with TF (`as_dataset`), they equal
+  `prepare_mmact.read_prepared`'s frames exactly. `data_source` decodes with OpenCV or PIL, whose
+  pixels may differ from TF's JPEG decoder by a few levels (decoder implementation / IDCT settings).
+- `sensors`: `{name: {'values': float32 [L, 3], 'timestamps': float64 [L]}}` for each sensor of the
+  prepare run (summary.json `options.sensors`; MMAct's four by default), raw (not normalised).
+- `label`: `ClassLabel` over the class split's sorted class list (`ClassSplit.all_classes`), so
+  `label` is the global class id of the official one-shot code (`ClassSplit.class_to_id`). It is
+  recomputed from `action`; the prepared `label` is not used.
+- `clip`, `action` (Text); `subject`, `camera`, `scene`, `session`, `num_frames` (int64); `fps` (float32).
+
+Builder configs (`MmactConfig`; splits computed by `splits.py` on the manifest's kept clips):
+- `mumae_split3` (default): class split `mumae_split3_with_validation(num_val, seed)`; splits
+  `pretrain_train`, `pretrain_val` (`pretrain_split`, base classes), `meta_train` (base), `meta_val`
+  (validation classes), `meta_test` (novel).
+- `mumae_split3_official`: the official `mumae_split3()` without validation classes: the same splits
+  except `meta_val`.
+- `cross_subject` (`train`, `test` by `splits.cross_subject`, `train_subjects`) and `cross_view`
+  (`train`, `test` by `splits.cross_view`, `test_cameras`). Labels over `class_split_file`'s classes,
+  else over the 33 Mu-MAE classes.
+Users' own class lists: `class_split_file=` (JSON for `ClassSplit.from_file`), and any config field
+can be overridden (`build(..., val_fraction=0.5)`). Either gives a derived config named
+`<config>_<8 hex digits>` (a hash of the overrides and of the class file's content), so differently
+split datasets never share a directory.
+
+A clip whose action is in no list of the class split makes the build raise a `ValueError` naming
+the classes (`splits.py`'s unknown-class rule); nothing is guessed. A split with no clips (e.g.
+`cross_view` `test` on data without camera 4) is left out with a warning (not written empty); the
+splits that exist are in `builder.info.splits`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from etils import epath
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mumae_jax.data import mmact_layout as L
+from mumae_jax.data import prepare_mmact as P
+from mumae_jax.data import splits as S
+
+__all__ = ["MmactConfig", "Mmact", "ClipRec", "kept_records", "class_split_for", "split_records",
+           "process_split", "add_array_record", "build", "load", "data_source", "VERSION", "PROTOCOLS"]
+
+log = logging.getLogger(__name__)
+
+VERSION = tfds.core.Version("1.0.0")
+PROTOCOLS = ("mumae_split3", "cross_subject", "cross_view")
+CLASS_SPLITS = ("with_validation", "official")
+
+
+@dataclasses.dataclass(eq=False)
+class MmactConfig(tfds.core.BuilderConfig):
+    """How to split the prepared clips.
+
+    protocol: 'mumae_split3' | 'cross_subject' | 'cross_view'.
+    class_split: 'with_validation' (`mumae_split3_with_validation(num_val, val_seed)`) or 'official'
+      (`mumae_split3()`); ignored when `class_split_file` is set.
+    class_split_file: a JSON class split (`ClassSplit.from_file`), or None.
+    val_fraction, pretrain_seed, pretrain_unit, include_validation_classes: `splits.pretrain_split`.
+    train_subjects / test_cameras: `splits.cross_subject` / `splits.cross_view`.
+    """
+    protocol: str = "mumae_split3"
+    class_split: str = "with_validation"
+    class_split_file: str | None = None
+    num_val: int = 5
+    val_seed: int = 0
+    val_fraction: float = 0.2
+    pretrain_seed: int = 0
+    pretrain_unit: str = "clip"
+    include_validation_classes: bool = False
+    train_subjects: tuple = S.DEFAULT_TRAIN_SUBJECTS
+    test_cameras: tuple = S.DEFAULT_TEST_CAMERAS
+
+
+_OVERRIDABLE = tuple(f.name for f in dataclasses.fields(MmactConfig)
+                     if f.name not in {f2.name for f2 in dataclasses.fields(tfds.core.BuilderConfig)})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Records and rule-based splits (no TFDS)
+# ----------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ClipRec:
+    """A kept clip of the manifest (satisfies `splits.ClipRecord`)."""
+    clip: str
+    action: str
+    subject: int
+    scene: int
+    session: int
+    camera: int
+    shard: str
+
+
+def kept_records(prepared_dir: str | os.PathLike) -> list[ClipRec]:
+    """The kept clips listed in `<prepared_dir>/manifest.jsonl`, sorted by clip name."""
+    path = Path(prepared_dir) / "manifest.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {prepared_dir} the --out of prepare_mmact?")
+    out = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        e = json.loads(line)
+        if e.get("status") != "kept":
+            continue
+        out.append(ClipRec(clip=e["clip"], action=e["action"], subject=int(e["subject"]), scene=int(e["scene"]),
+                           session=int(e["session"]), camera=int(e["camera"]), shard=e["shard"]))
+    return sorted(out, key=lambda r: r.clip)
+
+
+def class_split_for(config: MmactConfig) -> S.ClassSplit:
+    """The ClassSplit of a config: its `class_split_file`, else the Mu-MAE split 3 variant."""
+    if config.class_split_file:
+        return S.ClassSplit.from_file(config.class_split_file)
+    if config.class_split not in CLASS_SPLITS:
+        raise ValueError(f"unknown class_split {config.class_split!r}; expected one of {CLASS_SPLITS}")
+    if config.class_split == "official":
+        return S.mumae_split3()
+    return S.mumae_split3_with_validation(int(config.num_val), int(config.val_seed))
+
+
+def split_records(records: Sequence[S.ClipRecord], config: MmactConfig) -> dict[str, list]:
+    """{split name: records} by the rules of `splits.py` (each list sorted by `record_sort_key`).
+    Raises ValueError naming any class that is in none of the class split's lists."""
+    cs = class_split_for(config)
+    unknown = S.unknown_classes(records, cs)
+    if unknown:
+        listed = ", ".join(f"{k!r} ({n} clips)" for k, n in unknown.items())
+        raise ValueError(f"prepared clips have classes in no list of the class split {cs.name!r}: {listed}. "
+                         "Add them to a class split file (class_split_file=...) or drop those clips.")
+    if config.protocol == "mumae_split3":
+        kw = dict(val_fraction=float(config.val_fraction), seed=int(config.pretrain_seed),
+                  include_validation_classes=bool(config.include_validation_classes), unit=config.pretrain_unit)
+        out = {"pretrain_train": S.pretrain_split(records, cs, "train", **kw),
+               "pretrain_val": S.pretrain_split(records, cs, "val", **kw),
+               "meta_train": S.meta_split(records, cs, "base")}
+        if cs.validation:
+            out["meta_val"] = S.meta_split(records, cs, "validation")
+        out["meta_test"] = S.meta_split(records, cs, "novel")
+        return out
+    if config.protocol == "cross_subject":
+        return {p: S.cross_subject(records, tuple(config.train_subjects), p, classes=cs) for p in ("train", "test")}
+    if config.protocol == "cross_view":
+        return {p: S.cross_view(records, tuple(config.test_cameras), p, classes=cs) for p in ("train", "test")}
+    raise ValueError(f"unknown protocol {config.protocol!r}; expected one of {PROTOCOLS}")
+
+
+def process_split(split: str, process_index: int, process_count: int, *, drop_remainder: bool = False) -> str:
+    """This process's part of `split` for multi-host input: `tfds.even_splits(split, process_count)
+    [process_index]` — the semantics of `tfds.split_for_jax_process(split)`, without importing JAX.
+    The parts are disjoint, cover the split (sizes differ by at most 1), and are contiguous ranges
+    in the stored order. With drop_remainder=True every part has floor(n / process_count) examples."""
+    if not 0 <= int(process_index) < int(process_count):
+        raise ValueError(f"need 0 <= process_index < process_count, got {process_index}, {process_count}")
+    return tfds.even_splits(split, n=int(process_count), drop_remainder=drop_remainder)[int(process_index)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The builder
+# ----------------------------------------------------------------------------------------------------
+
+def _sensor_names(prepared_dir) -> list[str] | None:
+    if prepared_dir is None:
+        return None
+    p = Path(prepared_dir) / "summary.json"
+    if not p.is_file():
+        return None
+    return list(json.loads(p.read_text())["options"]["sensors"])
+
+
+def _derived_config(base: MmactConfig, overrides: Mapping[str, Any]) -> MmactConfig:
+    bad = sorted(set(overrides) - set(_OVERRIDABLE))
+    if bad:
+        raise ValueError(f"unknown MmactConfig fields {bad}; allowed: {', '.join(_OVERRIDABLE)}")
+    ov = dict(overrides)
+    for k in ("train_subjects", "test_cameras"):
+        if k in ov:
+            ov[k] = tuple(int(x) for x in ov[k])
+    if ov.get("class_split_file") is not None:
+        ov["class_split_file"] = os.fspath(ov["class_split_file"])
+    cfg = dataclasses.replace(base, **ov)
+    key = {k: getattr(cfg, k) for k in _OVERRIDABLE}
+    key["class_split_file"] = None
+    if cfg.class_split_file:  # the content, not the path, names the config
+        key["class_split_content"] = S.ClassSplit.from_file(cfg.class_split_file).to_config()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:8]
+    cfg.name = f"{base.name}_{digest}"
+    cfg.description = f"{base.description} (overrides: {sorted(ov)})"
+    return cfg
+
+
+class Mmact(tfds.core.GeneratorBasedBuilder):
+    """MMAct (prepared by `prepare_mmact`) with the Mu-MAE / MMAct rule-based splits."""
+
+    VERSION = VERSION
+    RELEASE_NOTES = {"1.0.0": "First version: prepared MMAct shards, rule-based splits."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = ("Run `python -m mumae_jax.data.prepare_mmact --src <MMAct> --out <DIR>` and "
+                                    "pass prepared_dir=<DIR> (or DownloadConfig(manual_dir=<DIR>)).")
+    BUILDER_CONFIGS = [
+        MmactConfig(name="mumae_split3", description="Mu-MAE split 3, 5 base classes moved to validation "
+                    "(mumae_split3_with_validation)."),
+        MmactConfig(name="mumae_split3_official", class_split="official",
+                    description="Official Mu-MAE split 3 (23 base / 10 novel, no validation classes)."),
+        MmactConfig(name="cross_subject", protocol="cross_subject",
+                    description="MMAct cross-subject: train subjects 1-16, test the others."),
+        MmactConfig(name="cross_view", protocol="cross_view",
+                    description="MMAct cross-view: test camera 4, train the others."),
+    ]
+    DEFAULT_CONFIG_NAME = "mumae_split3"
+    # tfds' own `code_path` lookup needs the `importlib_resources` backport (not installed here) for
+    # builders inside a regular package; this is where it would find it. Only used to look for an
+    # (absent, not needed) checksums.tsv next to this file.
+    code_path = epath.Path(__file__)
+
+    def __init__(self, *, prepared_dir: str | os.PathLike | None = None, sensors: Sequence[str] | None = None,
+                 class_split_file: str | os.PathLike | None = None, config: Any = None,
+                 config_overrides: Mapping[str, Any] | None = None, **kwargs):
+        """prepared_dir: the prepare command's --out (or pass DownloadConfig(manual_dir=...)).
+        sensors: sensor names; default from prepared_dir/summary.json, else MMAct's four (needed to read
+        a built dataset without its prepared dir when other sensors were used).
+        class_split_file / config_overrides: derive a config (see the module docstring).
+        Other kwargs (data_dir, version, file_format, ...) go to tfds; use file_format='tfrecord' (the
+        helpers do) and `add_array_record` for random access: tfds cannot `as_dataset` array_record."""
+        self._prepared_dir = None if prepared_dir is None else os.fspath(prepared_dir)
+        self._sensors = list(sensors) if sensors is not None else (_sensor_names(self._prepared_dir)
+                                                                   or list(L.DEFAULT_SENSORS))
+        overrides = dict(config_overrides or {})
+        if class_split_file is not None:
+            overrides["class_split_file"] = class_split_file
+        if overrides:
+            name = config or self.DEFAULT_CONFIG_NAME
+            base = name if isinstance(name, MmactConfig) else self.builder_configs[name]
+            config = _derived_config(base, overrides)
+        super().__init__(config=config, **kwargs)
+
+    def as_data_source(self, *args, **kwargs):
+        """tfds' `as_data_source`, after restoring the alternative file formats (array_record, see
+        `add_array_record`) that tfds 4.9 reads from dataset_info.json into the proto only, not into
+        `info.alternative_file_formats`, which `as_data_source` checks. tfds also switches
+        `info.file_format` to array_record for good, which breaks a later `as_dataset`; the sources
+        resolve their files when created, so the tfrecord format is restored afterwards."""
+        from tensorflow_datasets.core import file_adapters as FA
+
+        info = self.info
+        for v in list(info.as_proto.alternative_file_formats):
+            f = FA.FileFormat.from_value(v)
+            if f not in info.alternative_file_formats:
+                info.alternative_file_formats.append(f)  # the list tfds keeps (the proto already has it)
+        before = info.file_format
+        try:
+            return super().as_data_source(*args, **kwargs)
+        finally:
+            if before is not None and info.file_format != before:
+                info.set_file_format(before, override=True, override_if_initialized=True)
+
+    @property
+    def sensors(self) -> list[str]:
+        return list(self._sensors)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        cs = class_split_for(self.builder_config)
+        sensor = tfds.features.FeaturesDict({
+            "values": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
+            # BYTES: raw little-endian float64. The default encoding would store a float_list, i.e.
+            # float32, which rounds epoch-millisecond timestamps by ~100 ms.
+            "timestamps": tfds.features.Tensor(shape=(None,), dtype=np.float64,
+                                               encoding=tfds.features.Encoding.BYTES),
+        })
+        features = tfds.features.FeaturesDict({
+            "video": tfds.features.Video(shape=(None, None, None, 3), encoding_format="jpeg"),
+            "sensors": tfds.features.FeaturesDict({s: sensor for s in self._sensors}),
+            "label": tfds.features.ClassLabel(names=list(cs.all_classes)),
+            "clip": tfds.features.Text(), "action": tfds.features.Text(),
+            "subject": tfds.features.Scalar(dtype=np.int64), "camera": tfds.features.Scalar(dtype=np.int64),
+            "scene": tfds.features.Scalar(dtype=np.int64), "session": tfds.features.Scalar(dtype=np.int64),
+            "num_frames": tfds.features.Scalar(dtype=np.int64), "fps": tfds.features.Scalar(dtype=np.float32),
+        })
+        cfg = self.builder_config
+        return tfds.core.DatasetInfo(
+            builder=self, description=f"MMAct clips prepared by prepare_mmact; config {cfg.name}: "
+                                      f"{cfg.description} Class split {cs.name}.",
+            features=features, supervised_keys=None,
+            homepage="https://mmact19.github.io/2019/",
+            metadata=tfds.core.MetadataDict(class_split=cs.to_config(), sensors=list(self._sensors)))
+
+    def _prepared(self, dl_manager) -> Path:
+        d = self._prepared_dir
+        if d is None:
+            try:
+                d = dl_manager.manual_dir
+            except Exception as e:  # noqa: BLE001 — tfds raises AssertionError when it does not exist
+                raise ValueError(f"no prepared MMAct directory: {self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from e
+        d = Path(os.fspath(d))
+        if not P.shard_paths(d):
+            raise FileNotFoundError(f"no clips-*.tfrecord shards in {d}: {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        got = _sensor_names(d)
+        if got is not None and got != self._sensors:
+            raise ValueError(f"{d} was prepared with sensors {got}, the builder has {self._sensors}; "
+                             "pass prepared_dir= to the constructor (or sensors=)")
+        return d
+
+    def _split_generators(self, dl_manager):
+        d = self._prepared(dl_manager)
+        parts = split_records(kept_records(d), self.builder_config)
+        gens = {}
+        for name, recs in parts.items():
+            if not recs:
+                log.warning("mmact/%s: split %r has no clips in %s; left out", self.builder_config.name, name, d)
+                continue
+            gens[name] = self._generate_examples(d, recs)
+        if not gens:
+            raise ValueError(f"no split of config {self.builder_config.name!r} has any clip in {d}")
+        return gens
+
+    def _generate_examples(self, prepared: Path, recs: Sequence[ClipRec]) -> Iterator[tuple[str, dict]]:
+        wanted = {r.clip for r in recs}
+        shards = sorted({r.shard for r in recs})
+        spec = P.parsing_spec(self._sensors)
+        files = [str(prepared / s) for s in shards]
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise FileNotFoundError(f"shards listed in {prepared}/manifest.jsonl are missing: {missing}")
+        seen = set()
+        for ser in tf.data.TFRecordDataset(files).as_numpy_iterator():
+            ex = tf.io.parse_single_example(ser, spec)
+            clip = ex["clip"].numpy().decode()
+            if clip not in wanted:
+                continue
+            if clip in seen:
+                raise ValueError(f"clip {clip} appears twice in {prepared}")
+            seen.add(clip)
+            sensors = {}
+            for s in self._sensors:
+                vals = ex[f"sensor/{s}/values"].values.numpy().reshape(-1, 3)
+                ts = np.frombuffer(ex[f"sensor/{s}/timestamps"].numpy(), dtype="<f8").astype(np.float64)
+                sensors[s] = {"values": vals.astype(np.float32), "timestamps": ts}
+            frames = list(ex["frames"].values.numpy())
+            yield clip, {
+                "video": frames,  # JPEG bytes, stored unchanged
+                "sensors": sensors,
+                "label": ex["action"].numpy().decode(),  # ClassLabel maps the name to the global id
+                "clip": clip, "action": ex["action"].numpy().decode(),
+                "subject": int(ex["subject"]), "camera": int(ex["camera"]), "scene": int(ex["scene"]),
+                "session": int(ex["session"]), "num_frames": len(frames), "fps": float(ex["fps"]),
+            }
+        lost = sorted(wanted - seen)
+        if lost:
+            raise ValueError(f"{len(lost)} clips of manifest.jsonl are not in their shards in {prepared}: {lost[:5]}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------
+
+def _builder(data_dir, config, prepared_dir=None, *, sensors=None, class_split_file=None,
+             **overrides) -> Mmact:
+    return Mmact(prepared_dir=prepared_dir, sensors=sensors, class_split_file=class_split_file, config=config,
+                 config_overrides=overrides or None, data_dir=os.fspath(data_dir), file_format="tfrecord")
+
+
+def add_array_record(builder: Mmact) -> None:
+    """Write an array_record copy of every tfrecord shard of a built dataset (same serialized
+    examples, same shard lengths) and record it in dataset_info.json as an alternative file format,
+    so that `as_data_source` (random access) works next to `as_dataset`. Idempotent."""
+    from tensorflow_datasets.core import file_adapters as FA
+
+    ar = FA.FileFormat.ARRAY_RECORD
+    if ar in builder.info.alternative_file_formats or builder.info.file_format == ar:
+        return
+    path = Path(os.fspath(builder.data_path))
+    shards = sorted(p for p in path.iterdir() if ".tfrecord-" in p.name and p.name.startswith(f"{builder.name}-"))
+    for p in shards:
+        dst = path / p.name.replace(".tfrecord-", ".array_record-")
+        tmp = dst.with_name(dst.name + ".tmp")
+        FA.ADAPTER_FOR_FORMAT[ar].write_examples(
+            tmp, ((None, ser) for ser in tf.data.TFRecordDataset(str(p)).as_numpy_iterator()))
+        os.replace(tmp, dst)
+    builder.info.add_alternative_file_format(ar)
+    builder.info.write_to_directory(os.fspath(builder.data_path))
+
+
+def build(prepared_dir: str | os.PathLike, data_dir: str | os.PathLike, config: str = "mumae_split3", *,
+          sensors: Sequence[str] | None = None, class_split_file: str | os.PathLike | None = None,
+          random_access: bool = True, overwrite: bool = False, **overrides) -> Mmact:
+    """Build (offline) the `mmact/<config>` dataset from a prepared directory into data_dir; returns
+    the builder. `overrides` are MmactConfig fields (e.g. val_fraction=0.3, train_subjects=(1, 2)).
+    Storage: tfrecord shards (for `as_dataset`; tfds 4.9 cannot `as_dataset` array_record) plus, with
+    random_access=True, an array_record copy (`add_array_record`) for `as_data_source`.
+    An existing finished build of the same (derived) config and version is reused (it is NOT checked
+    against the prepared directory: after re-preparing, pass overwrite=True to regenerate)."""
+    b = _builder(data_dir, config, prepared_dir, sensors=sensors, class_split_file=class_split_file, **overrides)
+    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=os.fspath(prepared_dir), download_mode=mode))
+    if random_access:
+        add_array_record(b)
+    return b
+
+
+def load(data_dir: str | os.PathLike, split: str, config: str = "mumae_split3", *, prepared_dir=None,
+         sensors: Sequence[str] | None = None, class_split_file=None, shuffle_files: bool = False,
+         decoders=None, read_config=None, **overrides) -> tf.data.Dataset:
+    """`as_dataset(split)` of a built `mmact/<config>` (built first from prepared_dir if given).
+    Pass the same sensors / class_split_file / overrides as for `build`."""
+    if prepared_dir is not None:
+        b = build(prepared_dir, data_dir, config, sensors=sensors, class_split_file=class_split_file, **overrides)
+    else:
+        b = _builder(data_dir, config, sensors=sensors, class_split_file=class_split_file, **overrides)
+    return b.as_dataset(split=split, shuffle_files=shuffle_files, decoders=decoders, read_config=read_config)
+
+
+def data_source(data_dir: str | os.PathLike, split: str, config: str = "mumae_split3", *, sensors=None,
+                class_split_file=None, decoders=None, deserialize_method=None, **overrides):
+    """Random-access source (`builder.as_data_source`) of a built `mmact/<config>` (needs its
+    array_record copy, see `build(random_access=True)`). An example's `video` is a LIST of uint8
+    [H, W, 3] frames (tfds' numpy decoding of a Video; `np.stack` it), decoded with PIL (no OpenCV
+    here); `deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES` gives the stored
+    `tf.train.Example` bytes. `tfds.decode.SkipDecoding()` for `video` is not supported by tfds'
+    numpy decoding of sequences (AttributeError)."""
+    b = _builder(data_dir, config, sensors=sensors, class_split_file=class_split_file, **overrides)
+    kw = {} if deserialize_method is None else {"deserialize_method": deserialize_method}
+    return b.as_data_source(split=split, decoders=decoders, **kw)
