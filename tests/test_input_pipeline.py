@@ -114,7 +114,10 @@ def test_unshuffled_stream_follows_split_order():
 
 def test_frame_sampling():
     r = np.random.default_rng(0)
-    np.testing.assert_array_equal(ip.frame_indices(5, 4, 2, r), [0, 2, 4, 4])  # repeats the last frame
+    # official rule: step while the next index is <= n - 2, then repeat the last index reached
+    np.testing.assert_array_equal(ip.frame_indices(5, 4, 2, r), [0, 2, 2, 2])
+    np.testing.assert_array_equal(ip.frame_indices(20, 16, 2, r), list(range(0, 20, 2)) + [18] * 6)
+    np.testing.assert_array_equal(ip.frame_indices(19, 16, 2, r), list(range(0, 18, 2)) + [16] * 7)
     for _ in range(50):
         idx = ip.frame_indices(100, 16, 2, r)
         assert 0 <= idx[0] <= 100 - 32 and np.all(np.diff(idx) == 2)

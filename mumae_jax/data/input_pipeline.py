@@ -96,11 +96,14 @@ def example_clip_index(i: int, n: int, seed: int, shuffle: bool) -> int:
 
 
 def frame_indices(num_video_frames: int, num_frames: int, stride: int, rng: np.random.Generator) -> np.ndarray:
-    """Official pretraining sampling: num_frames at `stride` from a random offset in
-    [0, max(0, n - num_frames·stride)]; indices past the end repeat the last frame. → int64 [num_frames]."""
+    """Official pretraining sampling → int64 [num_frames]: a random offset in
+    [0, max(0, n - num_frames·stride)], then `stride` steps while the next index is <= n - 2, after which
+    the last index reached repeats (the official loader's rule; `video_ops.pretrain_frame_indices`
+    implements the same rule in TensorFlow)."""
     n = int(num_video_frames)
     offset = int(rng.integers(0, max(0, n - num_frames * stride) + 1))
-    return np.minimum(offset + stride * np.arange(num_frames, dtype=np.int64), n - 1)
+    last = int(np.clip((n - 2 - offset) // stride, 0, num_frames - 1))
+    return offset + stride * np.minimum(np.arange(num_frames, dtype=np.int64), last)
 
 
 def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_size: int,
