@@ -96,7 +96,9 @@ def get_config(arg=None):
         c.data = dict(name="synthetic", split="pretrain_train", num_subjects=8, num_sessions=2,
                       num_cameras=4, seed=0, shuffle=True)
     else:
-        c.data = dict(name="mmact", split="pretrain_train", data_dir="", shuffle=True)
+        # dir: the prepare command's --out; the TFDS dataset is built under dir/tfds on first use.
+        c.data = dict(name="mmact", split="pretrain_train", dir="", tfds_dir="", split_config="mumae_split3",
+                      class_split_file="", shuffle=True)
 
     if arg.runlocal:
         c.modality.video.num_frames = 8

@@ -94,7 +94,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
 
     # Data size first: durations may be given in epochs.
     geometry = _input_geometry(model)
-    num_examples = len(input_pipeline.make_dataset(config.data)[1])
+    num_examples = input_pipeline.num_examples(config.data, geometry["sensors"])
     total = duration_steps(config, "total", num_examples)
     warmup = duration_steps(config, "warmup", num_examples)
     if total < 1:

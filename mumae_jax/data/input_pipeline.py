@@ -25,7 +25,7 @@ from mumae_jax.data import sensor_ops, synthetic
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-SUPPORTED_DATASETS = ("synthetic",)
+SUPPORTED_DATASETS = ("synthetic", "mmact")
 SPLITS = ("pretrain_train", "pretrain_val", "base", "novel", "all")
 PRETRAIN_VAL_FRACTION = 0.2
 
@@ -40,7 +40,7 @@ def _get(cfg: Any, key: str, default=None):
         return default
 
 
-def _hide_gpus_from_tf() -> None:
+def hide_gpus_from_tf() -> None:
     try:
         tf.config.set_visible_devices([], "GPU")
     except (RuntimeError, ValueError):  # already initialised; TF then keeps its devices
@@ -68,11 +68,26 @@ def split_clips(dataset: synthetic.SyntheticMMAct, split: str) -> list[synthetic
     return [base[i] for i in chosen]
 
 
-def make_dataset(data_cfg: Mapping) -> tuple[synthetic.SyntheticMMAct, list[synthetic.ClipRef]]:
-    """(dataset, clips of data_cfg['split']) for a data config."""
+def _check_name(data_cfg) -> str:
     name = _get(data_cfg, "name", None)
     if name not in SUPPORTED_DATASETS:
         raise ValueError(f"unsupported dataset name {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}")
+    return name
+
+
+def num_examples(data_cfg: Mapping, sensors: Sequence[str] = synthetic.SENSORS) -> int:
+    """Number of clips in data_cfg['split'] (prepared MMAct: builds its TFDS dataset on first use)."""
+    if _check_name(data_cfg) == "mmact":
+        from mumae_jax.data import mmact_input
+
+        return len(mmact_input.open_split(data_cfg, sensors)[0])
+    return len(make_dataset(data_cfg)[1])
+
+
+def make_dataset(data_cfg: Mapping) -> tuple[synthetic.SyntheticMMAct, list[synthetic.ClipRef]]:
+    """(dataset, clips of data_cfg['split']) for a synthetic data config."""
+    if _check_name(data_cfg) != "synthetic":
+        raise ValueError(f"make_dataset serves the synthetic data, not {data_cfg['name']!r}")
     ds = synthetic.SyntheticMMAct(seed=int(_get(data_cfg, "seed", 0)),
                                   num_subjects=int(_get(data_cfg, "num_subjects", 8)),
                                   num_sessions=int(_get(data_cfg, "num_sessions", 2)),
@@ -128,6 +143,13 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
         raise ValueError(f"bad input geometry: num_frames={num_frames}, frame_stride={frame_stride}, "
                          f"image_size={image_size}, sensor_length={sensor_length}, start_step={start_step}")
     sensors = tuple(sensors)
+    if _check_name(data_cfg) == "mmact":
+        from mumae_jax.data import mmact_input
+
+        return mmact_input.build_mmact_pretrain_input(
+            data_cfg, num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
+            sensor_length=sensor_length, sensors=sensors, global_batch_size=global_batch_size, seed=seed,
+            start_step=start_step, process_index=process_index, process_count=process_count)
     bad = [s for s in sensors if s not in synthetic.SENSORS]
     if bad:
         raise ValueError(f"unknown sensors {bad}; expected names from {synthetic.SENSORS}")
@@ -164,7 +186,7 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
         ex["video"] = (tf.cast(ex["video"], tf.float32) * (1.0 / 255.0) - mean) / std
         return ex
 
-    _hide_gpus_from_tf()
+    hide_gpus_from_tf()
     ds = tf.data.Dataset.range(0, np.iinfo(np.int64).max)
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(B, drop_remainder=True)
@@ -173,10 +195,10 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
     options.deterministic = True
     ds = ds.with_options(options)
 
-    return _BatchIterator(ds), n_examples
+    return BatchIterator(ds), n_examples
 
 
-class _BatchIterator:
+class BatchIterator:
     """Lazy numpy iterator over a tf.data pipeline; `close()` releases it.
 
     Live iterators are closed at interpreter exit: a tf.data iterator whose `numpy_function` workers
@@ -201,7 +223,7 @@ class _BatchIterator:
         _LIVE.discard(self)
 
 
-_LIVE: "weakref.WeakSet[_BatchIterator]" = weakref.WeakSet()
+_LIVE: "weakref.WeakSet[BatchIterator]" = weakref.WeakSet()
 
 
 @atexit.register

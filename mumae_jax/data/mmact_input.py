@@ -1,0 +1,94 @@
+"""Pretraining input from prepared MMAct (or users' data in its layout), deterministic and resumable.
+
+    prepare command (--out DIR) -> TFDS `mmact/<split_config>` (built on first use under DIR/tfds,
+    tfrecord + array_record copy) -> random access by global example index -> tf.data
+
+Like the synthetic pipeline, the stream is a pure function of (seed, global example index i): example
+i is entry `example_clip_index(i, N, seed, shuffle)` of the split, its frames are 16 at stride 2 from a
+start drawn with the stateless seed (seed, i) (official repeat-last rule), only those JPEGs are
+decoded, then the official multi-scale crop (scales 1/.875/.75/.66, 13 fixed offsets) resized to
+`image_size`, scaled to [0, 1] and ImageNet-normalised; each sensor is min-max normalised per axis
+(constant axis -> 0) and resampled to `sensor_length` samples with floor(linspace).
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mumae_jax.data import mmact_tfds, sensor_ops_tf, video_ops
+
+
+def _field(cfg, key, default=None):
+    try:
+        value = cfg[key]
+    except (KeyError, AttributeError):
+        return default
+    return default if value in (None, "") else value
+
+
+def open_split(data_cfg, sensors: Sequence[str]):
+    """(raw-bytes random-access source, TFDS features) of `data_cfg.split`; builds the TFDS dataset if needed."""
+    prepared = _field(data_cfg, "dir")
+    if not prepared:
+        raise ValueError("data=mmact needs --config.data.dir=<the prepare command's --out directory>")
+    if not os.path.exists(os.path.join(prepared, "summary.json")):
+        raise ValueError(f"{prepared}: no summary.json; run `python -m mumae_jax.data.prepare_mmact --src ... "
+                         f"--out {prepared}` first")
+    tfds_dir = _field(data_cfg, "tfds_dir") or os.path.join(prepared, "tfds")
+    builder = mmact_tfds.build(prepared, tfds_dir, _field(data_cfg, "split_config", "mumae_split3"),
+                               class_split_file=_field(data_cfg, "class_split_file"))
+    missing = [s for s in sensors if s not in builder.sensors]
+    if missing:
+        raise ValueError(f"{prepared}: sensors {missing} were not prepared (prepared: {builder.sensors})")
+    split = data_cfg["split"]
+    if split not in builder.info.splits:
+        raise ValueError(f"split {split!r} is not in mmact/{builder.builder_config.name} "
+                         f"(has: {sorted(builder.info.splits)})")
+    source = builder.as_data_source(split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    return source, builder.info.features
+
+
+def build_mmact_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_size: int,
+                               sensor_length: int, sensors: Sequence[str], global_batch_size: int, seed: int,
+                               start_step: int = 0, process_index: int = 0, process_count: int = 1):
+    """Same contract as `input_pipeline.build_pretrain_input` (returns (batch iterator, num examples))."""
+    from mumae_jax.data import input_pipeline  # shared index logic and iterator type
+
+    sensors = tuple(sensors)
+    source, features = open_split(data_cfg, sensors)
+    n_examples = len(source)
+    shuffle = bool(_field(data_cfg, "shuffle", True))
+    B, G = global_batch_size // process_count, global_batch_size
+
+    def fetch(i):
+        return source[input_pipeline.example_clip_index(int(i), n_examples, seed, shuffle)]
+
+    def to_example(k):
+        i = (start_step + k // B) * G + process_index * B + k % B
+        raw = tf.numpy_function(fetch, [i], tf.string, stateful=False)
+        ex = features.deserialize_example(raw, decoders={"video": tfds.decode.SkipDecoding()})
+        frame_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(
+            tf.stack([tf.cast(seed, tf.int64), i]), 2))
+        jpegs = ex["video"]
+        idx = video_ops.pretrain_frame_indices(tf.shape(jpegs)[0], num_frames, frame_stride, seed=frame_seed)
+        frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), tf.gather(jpegs, idx),
+                           fn_output_signature=tf.uint8)
+        frames, _ = video_ops.multiscale_crop(frames, crop_seed, output_size=image_size)
+        out = {"video": tf.ensure_shape(video_ops.imagenet_normalize(frames),
+                                        (num_frames, image_size, image_size, 3))}
+        for s in sensors:
+            out[s] = tf.ensure_shape(sensor_ops_tf.preprocess_sensor(ex["sensors"][s]["values"], sensor_length),
+                                     (sensor_length, 3))
+        out["label"] = tf.cast(ex["label"], tf.int32)
+        out["index"] = i
+        return out
+
+    input_pipeline.hide_gpus_from_tf()
+    ds = tf.data.Dataset.range(0, np.iinfo(np.int64).max)
+    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(B, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return input_pipeline.BatchIterator(ds), n_examples
