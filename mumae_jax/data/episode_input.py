@@ -1,0 +1,163 @@
+"""Episode input (tf.data) for the one-shot stage: N-way K-shot episodes of video + sensor clips.
+
+Episodes come from an episode list (`episodes.make_episode_list` / a saved file): evaluation uses a
+fixed, saved list; training uses a long seeded list. Each clip is processed as in the official one-shot
+code (spec §1.5): `seq_len` frames spread over the whole clip (`video_ops.episode_frame_indices`: random
+jitter when training, the deterministic centre window at evaluation), short side -> `resize_to`
+(bilinear), a whole-clip horizontal flip with p=0.5 when training, centre crop `image_size`, [0, 1]
+(no ImageNet normalisation); each sensor min-max normalised per axis and resampled to `sensor_length`.
+Training randomness is stateless, seeded by (seed, episode index, slot), so a stream is reproducible.
+
+An element (one episode, M = N·K + Q clips):
+  support_video [N·K, seq_len, S, S, 3] float32, query_video [Q, seq_len, S, S, 3];
+  support_<sensor> [N·K, sensor_length, 3], query_<sensor> [Q, sensor_length, 3];
+  support_labels int32 [N·K], query_labels int32 [Q] (episode labels 0..N-1),
+  global_labels int32 [N] (global class ids of the episode's classes), episode int64 [].
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mumae_jax.data import episodes as E
+from mumae_jax.data import input_pipeline, sensor_ops, sensor_ops_tf, synthetic, video_ops
+
+
+class _SyntheticClips:
+    """Clips of the embedded synthetic dataset, rendered on demand (square frames of `resize_to`)."""
+
+    def __init__(self, data_cfg, sensors, seq_len, sensor_length, resize_to):
+        self.dataset, _ = input_pipeline.make_dataset({**dict(data_cfg), "split": "all"})
+        self.clips = {c.name: c for c in self.dataset.clips()}
+        self.names = sorted(self.clips)
+        self.sensors, self.seq_len, self.sensor_length, self.size = tuple(sensors), seq_len, sensor_length, resize_to
+
+    def ids(self, names: Sequence[str]) -> np.ndarray:
+        pos = {n: i for i, n in enumerate(self.names)}
+        missing = [n for n in names if n not in pos]
+        if missing:
+            raise ValueError(f"{len(missing)} episode clip(s) are not in the synthetic dataset: {missing[:5]}")
+        return np.asarray([pos[n] for n in names], np.int64)
+
+    def clip(self, clip_id, seed, train):
+        """(frames uint8 [seq_len, size, size, 3], {sensor: float32 [sensor_length, 3]}) of one clip."""
+
+        def meta(i):
+            c = self.clips[self.names[int(i)]]
+            rec = self.dataset.sensors(c)
+            return [np.int32(self.dataset.num_frames(c))] + [
+                sensor_ops.preprocess_sensor(rec[s][1], self.sensor_length) for s in self.sensors]
+
+        out = tf.numpy_function(meta, [clip_id], [tf.int32] + [tf.float32] * len(self.sensors), stateful=False)
+        idx = video_ops.episode_frame_indices(out[0], seq_len=self.seq_len, seed=seed if train else None)
+        frames = tf.numpy_function(
+            lambda i, ix: self.dataset.render(self.clips[self.names[int(i)]], ix, (self.size, self.size)),
+            [clip_id, idx], tf.uint8, stateful=False)
+        frames.set_shape((self.seq_len, self.size, self.size, 3))
+        return frames, dict(zip(self.sensors, out[1:]))
+
+
+class _MmactClips:
+    """Clips of prepared MMAct (TFDS random access); the clip-name index is built once and cached."""
+
+    def __init__(self, data_cfg, sensors, seq_len, sensor_length, split):
+        from mumae_jax.data import mmact_input
+
+        self.source, self.features = mmact_input.open_split({**dict(data_cfg), "split": split}, sensors)
+        self.sensors, self.seq_len, self.sensor_length = tuple(sensors), seq_len, sensor_length
+        tfds_dir = data_cfg.get("tfds_dir") or os.path.join(data_cfg["dir"], "tfds")
+        cache = os.path.join(tfds_dir, f"clip_index_{data_cfg.get('split_config') or 'mumae_split3'}_{split}.json")
+        if os.path.exists(cache):
+            with open(cache, encoding="utf-8") as f:
+                self.names = json.load(f)
+        else:
+            self.names = [tfds.as_numpy(self._decode(tf.constant(self.source[i])))["clip"].decode()
+                          for i in range(len(self.source))]
+            with open(cache, "w", encoding="utf-8") as f:
+                json.dump(self.names, f)
+        if len(self.names) != len(self.source):
+            raise ValueError(f"{cache} is stale ({len(self.names)} names for {len(self.source)} clips); delete it")
+
+    def _decode(self, raw):
+        """Serialized example -> features with the video left as JPEG bytes [T]."""
+        return self.features.deserialize_example(raw, decoders={"video": tfds.decode.SkipDecoding()})
+
+    def ids(self, names: Sequence[str]) -> np.ndarray:
+        pos = {n: i for i, n in enumerate(self.names)}
+        missing = [n for n in names if n not in pos]
+        if missing:
+            raise ValueError(f"{len(missing)} episode clip(s) are not in this split: {missing[:5]}")
+        return np.asarray([pos[n] for n in names], np.int64)
+
+    def clip(self, clip_id, seed, train):
+        """(frames uint8 [seq_len, H, W, 3], {sensor: float32 [sensor_length, 3]}) of one clip."""
+        raw = tf.numpy_function(lambda i: self.source[int(i)], [clip_id], tf.string, stateful=False)
+        ex = self._decode(raw)
+        jpegs = ex["video"]
+        idx = video_ops.episode_frame_indices(tf.shape(jpegs)[0], seq_len=self.seq_len, seed=seed if train else None)
+        frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), tf.gather(jpegs, idx),
+                           fn_output_signature=tf.uint8)
+        return frames, {s: sensor_ops_tf.preprocess_sensor(ex["sensors"][s]["values"], self.sensor_length)
+                        for s in self.sensors}
+
+
+def build_episode_input(data_cfg, episode_list: Sequence[E.Episode], *, sensors: Sequence[str], train: bool,
+                        seed: int = 0, seq_len: int = 8, image_size: int = 224, resize_to: int = 256,
+                        sensor_length: int = 128, split: str = "meta_test", start: int = 0,
+                        repeat: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Iterator over processed episodes of `episode_list`, from episode `start` (see module docstring).
+
+    `split` names the TFDS split holding the clips for prepared MMAct (ignored for synthetic data).
+    """
+    if not episode_list:
+        raise ValueError("the episode list is empty")
+    first = episode_list[0]
+    nk, nq, way = len(first.support), len(first.query), len(first.classes)
+    if any((len(e.support), len(e.query), len(e.classes)) != (nk, nq, way) for e in episode_list):
+        raise ValueError("all episodes of a list must have the same way, shot and query count")
+    name = data_cfg["name"]
+    if name == "synthetic":
+        clips = _SyntheticClips(data_cfg, sensors, seq_len, sensor_length, resize_to)
+    elif name == "mmact":
+        clips = _MmactClips(data_cfg, sensors, seq_len, sensor_length, split)
+    else:
+        raise ValueError(f"unsupported dataset name {name!r}; supported: synthetic, mmact")
+    m = nk + nq
+    ids = clips.ids([c for e in episode_list for c in (*e.support, *e.query)]).reshape(len(episode_list), m)
+    support_labels = np.asarray([e.support_labels for e in episode_list], np.int32)
+    query_labels = np.asarray([e.query_labels for e in episode_list], np.int32)
+    global_labels = np.asarray([e.global_labels for e in episode_list], np.int32)
+    n_ep = len(episode_list)
+
+    def process(k):
+        e, j = k // m, k % m
+        clip_seed = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), k]), 2)
+        frames, sens = clips.clip(tf.gather(tf.reshape(ids, [-1]), k), clip_seed[0], train)
+        frames = video_ops.oneshot_clip_transform(frames, clip_seed[1] if train else None, resize_to, image_size)
+        out = {"video": tf.ensure_shape(frames, (seq_len, image_size, image_size, 3))}
+        for s in sensors:
+            out[s] = tf.ensure_shape(sens[s], (sensor_length, 3))
+        out["episode"] = e
+        return out
+
+    def assemble(b):
+        e = b["episode"][0]
+        out = {"support_video": b["video"][:nk], "query_video": b["video"][nk:],
+               "support_labels": tf.gather(support_labels, e), "query_labels": tf.gather(query_labels, e),
+               "global_labels": tf.gather(global_labels, e), "episode": e}
+        for s in sensors:
+            out[f"support_{s}"], out[f"query_{s}"] = b[s][:nk], b[s][nk:]
+        return out
+
+    input_pipeline.hide_gpus_from_tf()
+    ds = tf.data.Dataset.range(start * m, n_ep * m)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(m, drop_remainder=True).map(assemble).prefetch(tf.data.AUTOTUNE)
+    return input_pipeline.BatchIterator(ds)
