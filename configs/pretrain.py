@@ -94,11 +94,12 @@ def get_config(arg=None):
     c.input = dict(frame_stride=2, prefetch=2)
     if arg.data == "synthetic":
         c.data = dict(name="synthetic", split="pretrain_train", num_subjects=8, num_sessions=2,
-                      num_cameras=4, seed=0, shuffle=True)
+                      num_cameras=4, seed=0, shuffle=True, repeated_sampling=1)
     else:
         # dir: the prepare command's --out; the TFDS dataset is built under dir/tfds on first use.
         c.data = dict(name="mmact", split="pretrain_train", dir="", tfds_dir="", split_config="mumae_split3",
-                      class_split_file="", shuffle=True)
+                      class_split_file="", shuffle=True, repeated_sampling=1)
+    # repeated_sampling=k: k consecutive examples are different samples (start, crop) of one clip.
 
     if arg.runlocal:
         c.modality.video.num_frames = 8

@@ -140,8 +140,8 @@ def test_pretrain_splits():
 
 
 def test_bad_configs_raise():
-    with pytest.raises(ValueError, match="synthetic"):
-        ip.build_pretrain_input(cfg(name="mmact"), global_batch_size=4, seed=0, **GEOM)
+    with pytest.raises(ValueError, match="unsupported dataset name 'kinetics'; supported: synthetic, mmact"):
+        ip.build_pretrain_input(cfg(name="kinetics"), global_batch_size=4, seed=0, **GEOM)
     with pytest.raises(ValueError, match="divisible"):
         ip.build_pretrain_input(cfg(), global_batch_size=5, seed=0, process_count=2, **GEOM)
     with pytest.raises(ValueError, match="sensors"):
@@ -157,3 +157,19 @@ def test_video_only_and_config_dict():
     assert size == 10 * 2 * 1 * 2
     assert set(batches[0]) == {"video", "label", "index"}
     assert set(batches[0]["label"].tolist()) <= {synthetic.CLASS_TO_ID[n] for n in synthetic.NOVEL_CLASSES}
+
+
+def test_repeated_sampling_draws_k_samples_per_clip():
+    c = cfg(repeated_sampling=2)
+    it, n = ip.build_pretrain_input(c, num_frames=4, frame_stride=2, image_size=32, sensor_length=128,
+                                    sensors=("gyro",), global_batch_size=4, seed=0)
+    b = next(it)
+    it.close()
+    assert n == 2 * ip.num_examples(cfg())
+    for a in (0, 2):  # examples 2j and 2j+1 come from one clip, with their own frame window
+        assert b["label"][a] == b["label"][a + 1]
+        np.testing.assert_array_equal(b["gyro"][a], b["gyro"][a + 1])
+    assert not np.array_equal(b["video"][0], b["video"][1]) or not np.array_equal(b["video"][2], b["video"][3])
+    assert not np.array_equal(b["gyro"][0], b["gyro"][2])
+    with pytest.raises(ValueError, match="repeated_sampling=0"):
+        ip.num_examples(cfg(repeated_sampling=0))

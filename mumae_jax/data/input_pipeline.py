@@ -75,13 +75,23 @@ def _check_name(data_cfg) -> str:
     return name
 
 
+def repeated_sampling(data_cfg: Mapping) -> int:
+    """Examples drawn from each clip per epoch (`data.repeated_sampling`, default 1)."""
+    k = _get(data_cfg, "repeated_sampling", 1)
+    k = 1 if k is None else int(k)
+    if k < 1:
+        raise ValueError(f"data.repeated_sampling={k} must be >= 1")
+    return k
+
+
 def num_examples(data_cfg: Mapping, sensors: Sequence[str] = synthetic.SENSORS) -> int:
-    """Number of clips in data_cfg['split'] (prepared MMAct: builds its TFDS dataset on first use)."""
+    """Examples per epoch of data_cfg['split']: clips x repeated_sampling (prepared MMAct: builds its
+    TFDS dataset on first use)."""
     if _check_name(data_cfg) == "mmact":
         from mumae_jax.data import mmact_input
 
-        return len(mmact_input.open_split(data_cfg, sensors)[0])
-    return len(make_dataset(data_cfg)[1])
+        return len(mmact_input.open_split(data_cfg, sensors)[0]) * repeated_sampling(data_cfg)
+    return len(make_dataset(data_cfg)[1]) * repeated_sampling(data_cfg)
 
 
 def make_dataset(data_cfg: Mapping) -> tuple[synthetic.SyntheticMMAct, list[synthetic.ClipRef]]:
@@ -154,7 +164,8 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
     if bad:
         raise ValueError(f"unknown sensors {bad}; expected names from {synthetic.SENSORS}")
     dataset, clips = make_dataset(data_cfg)
-    n_examples = len(clips)
+    repeats = repeated_sampling(data_cfg)
+    n_clips = len(clips)
     shuffle = bool(_get(data_cfg, "shuffle", True))
     seed = int(seed)
     B = global_batch_size // process_count
@@ -167,7 +178,7 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
 
     def make_example(i):
         i = int(i)
-        clip = clips[example_clip_index(i, n_examples, seed, shuffle)]
+        clip = clips[example_clip_index(i // repeats, n_clips, seed, shuffle)]
         rng = np.random.default_rng([seed, i, 0xF4A3])
         idx = frame_indices(dataset.num_frames(clip), num_frames, frame_stride, rng)
         frames = dataset.render(clip, idx, (image_size, image_size))  # uint8; normalised in the graph
@@ -195,7 +206,7 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
     options.deterministic = True
     ds = ds.with_options(options)
 
-    return BatchIterator(ds), n_examples
+    return BatchIterator(ds), n_clips * repeats
 
 
 class BatchIterator:

@@ -4,7 +4,8 @@
     tfrecord + array_record copy) -> random access by global example index -> tf.data
 
 Like the synthetic pipeline, the stream is a pure function of (seed, global example index i): example
-i is entry `example_clip_index(i, N, seed, shuffle)` of the split, its frames are 16 at stride 2 from a
+i is entry `example_clip_index(i // k, N, seed, shuffle)` of the split (k = `data.repeated_sampling`:
+k consecutive examples are different samples of one clip), its frames are 16 at stride 2 from a
 start drawn with the stateless seed (seed, i) (official repeat-last rule), only those JPEGs are
 decoded, then the official multi-scale crop (scales 1/.875/.75/.66, 13 fixed offsets) resized to
 `image_size`, scaled to [0, 1] and ImageNet-normalised; each sensor is min-max normalised per axis
@@ -60,12 +61,13 @@ def build_mmact_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, 
 
     sensors = tuple(sensors)
     source, features = open_split(data_cfg, sensors)
-    n_examples = len(source)
+    repeats = input_pipeline.repeated_sampling(data_cfg)
+    n_clips = len(source)
     shuffle = bool(_field(data_cfg, "shuffle", True))
     B, G = global_batch_size // process_count, global_batch_size
 
     def fetch(i):
-        return source[input_pipeline.example_clip_index(int(i), n_examples, seed, shuffle)]
+        return source[input_pipeline.example_clip_index(int(i) // repeats, n_clips, seed, shuffle)]
 
     def to_example(k):
         i = (start_step + k // B) * G + process_index * B + k % B
@@ -91,4 +93,4 @@ def build_mmact_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, 
     ds = tf.data.Dataset.range(0, np.iinfo(np.int64).max)
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(B, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    return input_pipeline.BatchIterator(ds), n_examples
+    return input_pipeline.BatchIterator(ds), n_clips * repeats
