@@ -28,6 +28,15 @@ from mumae_jax.data import episodes as E
 from mumae_jax.data import input_pipeline, sensor_ops, sensor_ops_tf, synthetic, video_ops
 
 
+def _positions(names: Sequence[str], all_names: Sequence[str], where: str) -> np.ndarray:
+    """Indices of `names` in `all_names`; a clear error naming (up to 5) clips that are missing."""
+    pos = {n: i for i, n in enumerate(all_names)}
+    missing = [n for n in names if n not in pos]
+    if missing:
+        raise ValueError(f"{len(missing)} episode clip(s) are not in {where}: {missing[:5]}")
+    return np.asarray([pos[n] for n in names], np.int64)
+
+
 class _SyntheticClips:
     """Clips of the embedded synthetic dataset, rendered on demand (square frames of `resize_to`)."""
 
@@ -38,11 +47,7 @@ class _SyntheticClips:
         self.sensors, self.seq_len, self.sensor_length, self.size = tuple(sensors), seq_len, sensor_length, resize_to
 
     def ids(self, names: Sequence[str]) -> np.ndarray:
-        pos = {n: i for i, n in enumerate(self.names)}
-        missing = [n for n in names if n not in pos]
-        if missing:
-            raise ValueError(f"{len(missing)} episode clip(s) are not in the synthetic dataset: {missing[:5]}")
-        return np.asarray([pos[n] for n in names], np.int64)
+        return _positions(names, self.names, "the synthetic dataset")
 
     def clip(self, clip_id, seed, train):
         """(frames uint8 [seq_len, size, size, 3], {sensor: float32 [sensor_length, 3]}) of one clip."""
@@ -88,11 +93,7 @@ class _MmactClips:
         return self.features.deserialize_example(raw, decoders={"video": tfds.decode.SkipDecoding()})
 
     def ids(self, names: Sequence[str]) -> np.ndarray:
-        pos = {n: i for i, n in enumerate(self.names)}
-        missing = [n for n in names if n not in pos]
-        if missing:
-            raise ValueError(f"{len(missing)} episode clip(s) are not in this split: {missing[:5]}")
-        return np.asarray([pos[n] for n in names], np.int64)
+        return _positions(names, self.names, "this split")
 
     def clip(self, clip_id, seed, train):
         """(frames uint8 [seq_len, H, W, 3], {sensor: float32 [sensor_length, 3]}) of one clip."""

@@ -32,19 +32,15 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from mumae_jax.data.splits import MUMAE_SPLIT3_BASE, MUMAE_SPLIT3_NOVEL
+
 # ----------------------------------------------------------------------------------------------------
 # Classes, sensors, layout
 # ----------------------------------------------------------------------------------------------------
 
-BASE_CLASSES = (
-    "closing", "crouching", "drinking", "entering", "fall", "jumping", "loitering", "looking_around",
-    "opening", "picking_up", "pocket_in", "pocket_out", "pushing", "running", "sitting", "sitting_down",
-    "standing", "standing_up", "talking", "talking_on_phone", "throwing", "using_pc", "using_phone",
-)
-NOVEL_CLASSES = (
-    "carrying", "checking_time", "exiting", "kicking", "pointing", "pulling", "setting_down",
-    "transferring_object", "walking", "waving_hand",
-)
+# The Mu-MAE split 3 class lists (spec §1.3) are defined once, in splits.py.
+BASE_CLASSES = MUMAE_SPLIT3_BASE
+NOVEL_CLASSES = MUMAE_SPLIT3_NOVEL
 CLASSES = tuple(sorted(BASE_CLASSES + NOVEL_CLASSES))  # index = global class id (carrying=0 … waving_hand=32)
 CLASS_TO_ID = {name: i for i, name in enumerate(CLASSES)}
 
