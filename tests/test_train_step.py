@@ -1,7 +1,6 @@
 """The jitted train step: 8 fake devices equal 1 device; the loss falls on a fixed batch; NaN guard."""
 import jax
 import numpy as np
-import pytest
 
 from mumae_jax import optim, sharding, train_state
 from mumae_jax.models import mae

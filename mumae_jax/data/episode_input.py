@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mumae_jax.data import episodes as E
-from mumae_jax.data import input_pipeline, sensor_ops, sensor_ops_tf, synthetic, video_ops
+from mumae_jax.data import input_pipeline, sensor_ops, sensor_ops_tf, video_ops
 
 
 def _positions(names: Sequence[str], all_names: Sequence[str], where: str) -> np.ndarray:
@@ -136,7 +136,7 @@ def build_episode_input(data_cfg, episode_list: Sequence[E.Episode], *, sensors:
     n_ep = len(episode_list)
 
     def process(k):
-        e, j = k // m, k % m
+        e = k // m
         clip_seed = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), k]), 2)
         frames, sens = clips.clip(tf.gather(tf.reshape(ids, [-1]), k), clip_seed[0], train)
         frames = video_ops.oneshot_clip_transform(frames, clip_seed[1] if train else None, resize_to, image_size)

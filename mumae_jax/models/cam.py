@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mumae_jax.models.initializers import torch_dense
+
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1  # PyTorch convention: new = (1 - m)·old + m·batch
 
@@ -200,9 +202,7 @@ class CAMClassifier(nn.Module):
         cls_scores = (tau * cosine(q_c, gap(p_c)[..., None], axis=-2)
                       + a * tau * cosine(q_s, gap(p_s)[..., None], axis=-2))  # [Q, way, P]
         out = dict(logits=logits, cls_scores=cls_scores)
-        torch_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-        head = nn.Dense(self.num_classes, kernel_init=torch_kernel_init, bias_init=_torch_bias_init(c),
-                        name="global_classifier")
+        head = torch_dense(self.num_classes, c, name="global_classifier")
         if query_labels is not None:
             y = jax.nn.one_hot(query_labels, self.way, dtype=q_c.dtype)  # [Q, way]
             q_y = jnp.einsum("qk,qkcp->qpc", y, q_c)  # [Q, P, C]
@@ -212,14 +212,6 @@ class CAMClassifier(nn.Module):
         return out
 
 
-def _torch_bias_init(fan_in: int):
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default Conv/Linear bias init."""
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 def positional_ce(logits, labels):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mumae_jax.models.sensor_cnn import torch_dense
+from mumae_jax.models.initializers import torch_dense
 
 # Mu-MAE default: video TimeSformer CLS (768) and four SensorCNN outputs (64 each), in concat order.
 DEFAULT_MODALITIES = (("video", 768), ("acc_phone", 64), ("acc_watch", 64), ("gyro", 64), ("orientation", 64))

@@ -22,31 +22,11 @@ so no row permutation is needed. All weights and biases use PyTorch's default in
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
+
+from mumae_jax.models.initializers import torch_bias_init, torch_dense, torch_kernel_init
 
 LAYOUTS = ("transpose", "official_view")
-
-# PyTorch's default Linear/Conv weight init (kaiming_uniform with a=sqrt(5)) is U(+-1/sqrt(fan_in)).
-torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def torch_bias_init(fan_in: int):
-    """PyTorch's default bias init U(+-1/sqrt(fan_in))."""
-    bound = 1.0 / np.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
-def torch_dense(features: int, fan_in: int, use_bias: bool = True, name: str | None = None) -> nn.Dense:
-    """nn.Dense with PyTorch's default `nn.Linear` init (kernel [fan_in, features])."""
-    return nn.Dense(features, use_bias=use_bias, kernel_init=torch_kernel_init,
-                    bias_init=torch_bias_init(fan_in), name=name)
-
 
 def to_channels_first(x: jnp.ndarray, layout: str = "transpose") -> jnp.ndarray:
     """[N, L, C] (or official [N, L, 1, C]) -> [N, C, L] the way `layout` says (see module docstring)."""

@@ -1,28 +1,14 @@
 """Tokenisers: video tube embedding, sensor patching + embedding, and the patch layouts of targets."""
 from __future__ import annotations
 
-import math
 
 import einops
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mumae_jax.models.initializers import torch_bias_init, torch_dense, torch_kernel_init
 from mumae_jax.models.modality import ModalitySpec
-
-
-def torch_default_init(fan_in: int):
-    """PyTorch's default Conv/Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for kernels and biases.
-
-    The official code keeps this init for its Conv3d tube and Conv1d sensor embeddings.
-    """
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 def sensor_tokens(x: jnp.ndarray, num_tokens: int, patching: str = "strided") -> jnp.ndarray:
@@ -65,8 +51,8 @@ class TubeEmbed(nn.Module):
     def __call__(self, x):
         fan_in = int(np.prod(self.tubelet)) * x.shape[-1]
         x = nn.Conv(self.width, kernel_size=self.tubelet, strides=self.tubelet, padding="VALID",
-                    dtype=self.dtype, kernel_init=torch_default_init(fan_in),
-                    bias_init=torch_default_init(fan_in), name="proj")(x)
+                    dtype=self.dtype, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in),
+                    name="proj")(x)
         return x.reshape(x.shape[0], -1, self.width)
 
 
@@ -78,6 +64,4 @@ class SensorEmbed(nn.Module):
 
     @nn.compact
     def __call__(self, tokens):
-        fan_in = tokens.shape[-1]
-        return nn.Dense(self.width, dtype=self.dtype, kernel_init=torch_default_init(fan_in),
-                        bias_init=torch_default_init(fan_in), name="proj")(tokens)
+        return torch_dense(self.width, tokens.shape[-1], name="proj", dtype=self.dtype)(tokens)
