@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import mmact_tree as T  # noqa: E402
+from tf_block import BLOCK_TENSORFLOW  # noqa: E402
 
 from mumae_jax.data import mmact_layout as L  # noqa: E402
 from mumae_jax.data import prepare_mmact as P  # noqa: E402
@@ -345,12 +346,7 @@ def test_worker_side_needs_no_tensorflow(prepared):
     video = T.video_path(prepared["src"], 1, 1, 1, 1, "walking")
     sensors = [(s, str(T.sensor_path(prepared["src"], s, 1, 1, 1, "walking"))) for s in T.SENSORS]
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+        BLOCK_TENSORFLOW +
         "from mumae_jax.data import mmact_layout, prepare_mmact as P\n"
         f"job = {{'entry': {{'clip': 'c', 'video': {str(video)!r}}}, 'sensors': {sensors!r}, 'shard': 's',\n"
         "       'opts': {'short_side': 32, 'jpeg_quality': 90, 'min_frames': 16}}\n"

@@ -4,6 +4,9 @@ import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(__file__))
+from tf_block import BLOCK_TENSORFLOW  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -22,12 +25,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_core_imports_without_tensorflow():
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+        BLOCK_TENSORFLOW +
         "import mumae_jax.models.mae, mumae_jax.models.masking, mumae_jax.losses, mumae_jax.train_state\n"
         "import mumae_jax.train, mumae_jax.checkpointing, mumae_jax.data\n"
         "assert 'tensorflow' not in sys.modules\n"
