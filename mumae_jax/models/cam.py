@@ -60,8 +60,9 @@ class BatchNorm(nn.Module):
     """BatchNorm over all axes but the last (PyTorch BatchNorm2d semantics on NHWC).
 
     Train: batch mean and biased variance; running stats (collection `batch_stats`: `mean`, `var`) are
-    updated with momentum 0.1 and the *unbiased* variance, like PyTorch (not updated during init).
-    Eval: running stats. Params `scale` (1) and `bias` (0).
+    updated with momentum 0.1 and the *unbiased* variance, like PyTorch (not updated during init);
+    `count` is PyTorch's `num_batches_tracked` (updates so far). Eval: running stats. Params `scale` (1)
+    and `bias` (0).
     """
 
     epsilon: float = BN_EPS
@@ -74,6 +75,7 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        count = self.variable("batch_stats", "count", jnp.zeros, (), jnp.int32)
         if train:
             axes = tuple(range(x.ndim - 1))
             n = math.prod(x.shape[:-1])
@@ -83,6 +85,7 @@ class BatchNorm(nn.Module):
                 m = self.momentum
                 ra_mean.value = (1 - m) * ra_mean.value + m * mean
                 ra_var.value = (1 - m) * ra_var.value + m * var * (n / max(n - 1, 1))
+                count.value = count.value + 1
         else:
             mean, var = ra_mean.value, ra_var.value
         return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias

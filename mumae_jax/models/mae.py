@@ -66,13 +66,8 @@ class MultimodalMAE(nn.Module):
     attention_impl: Optional[str] = None
 
     def setup(self):
-        embeds = {}
-        for s in self.specs:
-            if s.kind == "video":
-                embeds[s.name] = tokenizers.TubeEmbed(self.width, s.tubelet, self.dtype, name=f"embed_{s.name}")
-            else:
-                embeds[s.name] = tokenizers.SensorEmbed(self.width, self.dtype, name=f"embed_{s.name}")
-        self.embeds = embeds
+        self.embeds = {s.name: tokenizers.make_embed(s, self.width, self.dtype, name=f"embed_{s.name}")
+                       for s in self.specs}
         self.encoder = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, self.drop_path,
                                        dtype=self.dtype, attention_impl=self.attention_impl, name="encoder")
         self.encoder_to_decoder = nn.Dense(self.decoder_width, use_bias=False, dtype=self.dtype,
@@ -90,10 +85,7 @@ class MultimodalMAE(nn.Module):
         """All tokens of every modality with position tables added: {name: [B, N_m, D]}."""
         out = {}
         for s in self.specs:
-            x = inputs[s.name].astype(self.dtype)
-            if s.kind == "sensor":
-                x = tokenizers.sensor_tokens(x, s.num_tokens_cfg, s.patching)
-            tokens = self.embeds[s.name](x)
+            tokens = self.embeds[s.name](tokenizers.embed_input(s, inputs[s.name].astype(self.dtype)))
             out[s.name] = tokens + jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype)
         return out
 

@@ -65,3 +65,17 @@ class SensorEmbed(nn.Module):
     @nn.compact
     def __call__(self, tokens):
         return torch_dense(self.width, tokens.shape[-1], name="proj", dtype=self.dtype)(tokens)
+
+
+def make_embed(spec: ModalitySpec, width: int, dtype=jnp.float32, name: str | None = None) -> nn.Module:
+    """The token embedding of one modality: TubeEmbed (video) or SensorEmbed (sensor)."""
+    if spec.kind == "video":
+        return TubeEmbed(width, spec.tubelet, dtype, name=name)
+    return SensorEmbed(width, dtype, name=name)
+
+
+def embed_input(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
+    """What `make_embed(spec)` consumes: the video as is, a sensor as its tokens [B, N, token_dim]."""
+    if spec.kind == "sensor":
+        return sensor_tokens(x, spec.num_tokens_cfg, spec.patching)
+    return x

@@ -1,0 +1,170 @@
+"""Episodic training and evaluation steps of the one-shot stage (no TensorFlow needed).
+
+The official loop (spec §3.4) runs one episode per forward/backward, accumulates gradients of
+loss / 32 over 32 episodes ("tasks") and then takes one SGD step (lr 0.01, no momentum, no weight decay).
+Here the 32 tasks of one update are a leading batch axis [T, ...] of every episode array and the
+per-task forward/backward is `jax.vmap`ped inside ONE jitted step (tasks sharded over the `data` mesh
+axis), which gives exactly the accumulated gradient: mean over tasks of the per-task gradients.
+`task_chunks > 1` runs the T tasks as a `lax.scan` over chunks of T / task_chunks vmapped tasks, to bound
+activation memory on an accelerator; the result is the same.
+
+BatchNorm running statistics (CAM meta-learner): in the official loop they are updated sequentially,
+task after task. Every task starts from the same running stats here, so `fold_batch_stats` replays the
+sequential updates exactly from the per-task results (an update is affine in the old value).
+
+State: {'step', 'params', 'batch_stats', 'opt_state', 'nonfinite_step'} (as in pretraining).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+
+from mumae_jax import sharding
+from mumae_jax.models import cam
+from mumae_jax.models.oneshot import MuMAEOneShot, episode_loss
+
+
+def fold_batch_stats(old: Mapping[str, Any], per_task: Mapping[str, Any], momentum: float = cam.BN_MOMENTUM):
+    """Running stats after T tasks applied one after another, from T updates of the same `old` stats.
+
+    per_task: the `batch_stats` tree with a leading [T] axis, entry t = stats after task t started from
+    `old`. Each BN module holds `mean`, `var` and `count`; with c = updates per task (from `count`),
+    one task maps r -> a·r + d_t where a = (1 - momentum)^c, so after T tasks
+    r = a^T·old + sum_t a^(T-1-t)·d_t with d_t = per_task_t - a·old.
+    """
+    flat_old = traverse_util.flatten_dict(dict(old), sep="/")
+    flat_new = traverse_util.flatten_dict(dict(per_task), sep="/")
+    out = {}
+    for key, value in flat_old.items():
+        module, leaf = key.rsplit("/", 1)
+        new = flat_new[key]
+        t = new.shape[0]
+        calls = flat_new[f"{module}/count"][0] - flat_old[f"{module}/count"]
+        if leaf == "count":
+            out[key] = value + t * calls
+            continue
+        a = (1.0 - momentum) ** calls.astype(jnp.float32)
+        d = new - a * value
+        weights = a ** jnp.arange(t - 1, -1, -1, dtype=jnp.float32)
+        out[key] = a ** t * value + jnp.tensordot(weights, d, axes=1)
+    return traverse_util.unflatten_dict(out, sep="/")
+
+
+def dummy_episode(model: MuMAEOneShot, num_support: int, num_query: int, num_frames: int, image_size: int,
+                  sensor_length: int) -> dict[str, jnp.ndarray]:
+    """Zero inputs of one episode (support labels 0..way-1 repeated), for init and shape checks."""
+    out = {"support_video": jnp.zeros((num_support, num_frames, image_size, image_size, 3)),
+           "query_video": jnp.zeros((num_query, num_frames, image_size, image_size, 3)),
+           "support_labels": jnp.arange(num_support, dtype=jnp.int32) % model.way,
+           "query_labels": jnp.zeros((num_query,), jnp.int32),
+           "global_labels": jnp.arange(model.way, dtype=jnp.int32)}
+    for s in model.sensors:
+        out[f"support_{s}"] = jnp.zeros((num_support, sensor_length, 3))
+        out[f"query_{s}"] = jnp.zeros((num_query, sensor_length, 3))
+    return out
+
+
+def state_initializer(model: MuMAEOneShot, tx: optax.GradientTransformation, rng, mesh, episode):
+    """(init, abstract_state, state_shardings) for an example `episode` (`dummy_episode`), replicated."""
+
+    def init_fn(rng):
+        variables = model.init({"params": rng, "dropout": rng}, episode, train=False)
+        params = variables["params"]
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables["batch_stats"],
+                "opt_state": tx.init(params), "nonfinite_step": jnp.full((), -1, jnp.int32)}
+
+    shapes = jax.eval_shape(init_fn, rng)
+    state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+    abstract = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes, state_sh)
+    return (lambda: jax.jit(init_fn, out_shardings=state_sh)(rng)), abstract, state_sh
+
+
+def task_losses(model: MuMAEOneShot, params, batch_stats, tasks, keys, loss_weight: float = 0.5):
+    """Per-task training losses [T], updated batch stats [T, ...] and hits [T, Q] (train mode)."""
+
+    def one(episode, key):
+        out, upd = model.apply({"params": params, "batch_stats": batch_stats}, episode, train=True,
+                               rngs={"dropout": key}, mutable=["batch_stats"])
+        hits = jnp.argmax(out["logits"], -1) == episode["query_labels"]
+        return episode_loss(out, episode, loss_weight), (upd["batch_stats"], hits)
+
+    return jax.vmap(one)(tasks, keys)
+
+
+def make_train_step(model: MuMAEOneShot, tx: optax.GradientTransformation, seed: int, num_tasks: int, mesh,
+                    state_sh, task_chunks: int = 1, loss_weight: float = 0.5) -> Callable:
+    """jit(step)(state, tasks) -> (state, metrics); tasks: episode dict with a leading [num_tasks] axis.
+
+    Task t of step s uses the drop-path key split(fold_in(key(seed), s), num_tasks)[t]. Loss and
+    gradients are means over the tasks (= the official sum of loss/32 over 32 backward passes).
+    """
+    if num_tasks % task_chunks:
+        raise ValueError(f"tasks_per_batch={num_tasks} is not divisible by task_chunks={task_chunks}")
+
+    def step_fn(state, tasks):
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), state["step"]), num_tasks)
+
+        def chunk_loss(params, chunk, chunk_keys):
+            losses, (stats, hits) = task_losses(model, params, state["batch_stats"], chunk, chunk_keys,
+                                                loss_weight)
+            return jnp.sum(losses) / num_tasks, (losses, stats, hits)
+
+        grad_fn = jax.value_and_grad(chunk_loss, has_aux=True)
+        if task_chunks == 1:
+            (loss, (losses, stats, hits)), grads = grad_fn(state["params"], tasks, keys)
+        else:
+            split = lambda x: x.reshape((task_chunks, num_tasks // task_chunks) + x.shape[1:])  # noqa: E731
+            chunks, chunk_keys = jax.tree.map(split, tasks), split(keys)
+
+            def body(acc, xs):
+                (l, aux), g = grad_fn(state["params"], *xs)
+                return jax.tree.map(jnp.add, acc, (l, g)), aux
+
+            zero = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state["params"]))
+            (loss, grads), (losses, stats, hits) = jax.lax.scan(body, zero, (chunks, chunk_keys))
+            merge = lambda x: x.reshape((num_tasks,) + x.shape[2:])  # noqa: E731
+            losses, stats, hits = jax.tree.map(merge, (losses, stats, hits))
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        batch_stats = fold_batch_stats(state["batch_stats"], stats)
+
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        healthy = finite & (state["nonfinite_step"] < 0)
+        new = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "opt_state": opt_state}
+        out = jax.tree.map(lambda n, o: jnp.where(healthy, n, o), new, {k: state[k] for k in new})
+        out["nonfinite_step"] = jnp.where((state["nonfinite_step"] < 0) & ~finite, state["step"] + 1,
+                                          state["nonfinite_step"])
+        metrics = {"loss": loss, "train_accuracy": 100.0 * jnp.mean(hits), "grad_norm": grad_norm,
+                   "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
+        return out, metrics
+
+    task_sh = sharding.batch_sharding(mesh)
+    return jax.jit(step_fn, in_shardings=(state_sh, task_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
+                   donate_argnums=0)
+
+
+def make_eval_step(model: MuMAEOneShot, mesh, state_sh) -> Callable:
+    """jit(eval)(state, episodes) -> (predictions [E, Q], logits [E, Q, way]); eval mode (running BN
+    stats, no drop path), episodes vmapped and sharded over the mesh."""
+
+    def eval_fn(state, episodes):
+        def one(episode):
+            out = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, episode,
+                              train=False, with_global=False)
+            return jnp.argmax(out["logits"], -1).astype(jnp.int32), out["logits"]
+
+        return jax.vmap(one)(episodes)
+
+    return jax.jit(eval_fn, in_shardings=(state_sh, sharding.batch_sharding(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+
+
+def stack_tasks(episodes) -> dict[str, np.ndarray]:
+    """List of episode dicts -> one dict with a leading [T] axis (the `episode` index field is kept)."""
+    return {k: np.stack([e[k] for e in episodes]) for k in episodes[0]}

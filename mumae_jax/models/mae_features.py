@@ -1,0 +1,124 @@
+"""The pretrained Mu-MAE encoder as a feature extractor (one-shot stage and frozen-feature evaluators).
+
+Spec §3.2 item 3, §6 item 10. Every token is visible (no masking):
+
+  video [N, T, H, W, 3] in [0, 1] --(ImageNet normalisation, see `normalize_video`)--> TubeEmbed + PE
+      8 frames of 224²: 4·196 = 784 tokens (the sin-cos table is built for the actual token count)
+  sensor_m [N, L, 3] --strided tokens + SensorEmbed + PE rows 0..15--> 16 tokens each
+  concat (video, then sensors in `specs` order) [N, 784 + 64, D] -> 12 blocks (drop path, NO final norm)
+  -> mean over all tokens -> fresh `fc_norm` LayerNorm -> R [N, D]
+
+Parameter names equal those of `MultimodalMAE` (`embed_<name>/proj`, `encoder/blockXX/...`), so a
+pretraining checkpoint loads by name (`load_pretrained`). The pretrained final `encoder/norm` is dropped
+(the official fine-tuning model replaces it by Identity under mean pooling); `fc_norm` starts fresh.
+
+`normalize_video`: the official one-shot code feeds [0, 1] frames to the MAE encoder although it was
+pretrained on ImageNet-normalised frames (spec §5-E). True (default) applies the pretraining
+normalisation (`spec.input_mean/std`) inside the model; False reproduces the official behaviour.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from mumae_jax.models import modality, posemb, tokenizers, variants, vit
+from mumae_jax.models.modality import ModalitySpec
+
+
+class MAEFeatureEncoder(nn.Module):
+    """{name: video [N, T, H, W, C] | sensor [N, L, C]} -> R [N, width] (see module docstring)."""
+
+    specs: Sequence[ModalitySpec]
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    drop_path: float = 0.1
+    normalize_video: bool = True
+    dtype: jnp.dtype = jnp.float32
+    attention_impl: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, inputs: Mapping[str, jnp.ndarray], deterministic: bool = True):
+        tokens = []
+        for s in self.specs:
+            x = inputs[s.name].astype(jnp.float32)
+            if s.kind == "video" and self.normalize_video and s.input_mean:
+                x = (x - jnp.asarray(s.input_mean)) / jnp.asarray(s.input_std)
+            t = tokenizers.make_embed(s, self.width, self.dtype, name=f"embed_{s.name}")(
+                tokenizers.embed_input(s, x.astype(self.dtype)))
+            tokens.append(t + jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype))
+        x = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, self.drop_path, final_norm=False,
+                            dtype=self.dtype, attention_impl=self.attention_impl, name="encoder")(
+            jnp.concatenate(tokens, axis=1), deterministic)
+        x = jnp.mean(x.astype(jnp.float32), axis=1)
+        return nn.LayerNorm(epsilon=vit.LN_EPS, name="fc_norm")(x)
+
+
+def oneshot_specs(pretrain_config, num_frames: int = 8, image_size: Optional[int] = None,
+                  sensor_length: Optional[int] = None, modalities: Optional[Sequence[str]] = None
+                  ) -> tuple[ModalitySpec, ...]:
+    """The pretraining modality specs with the one-shot input geometry (8 frames by default).
+
+    `modalities` selects a subset (default: all modalities of the pretraining model, in its order).
+    """
+    names = tuple(pretrain_config.modalities)
+    cfgs = {n: dict(pretrain_config.modality[n]) for n in names}
+    for n in names:
+        if cfgs[n]["kind"] == "video":
+            cfgs[n]["num_frames"] = num_frames
+            if image_size:
+                cfgs[n]["image_size"] = image_size
+        elif sensor_length:
+            cfgs[n]["length"] = sensor_length
+    if modalities is not None:
+        unknown = [m for m in modalities if m not in names]
+        if unknown:
+            raise ValueError(f"modalities {unknown} are not in the pretraining model {names}")
+        names = tuple(m for m in names if m in modalities)
+    return modality.specs_from_config(names, cfgs)
+
+
+def from_pretrain_config(pretrain_config, *, drop_path: float = 0.1, normalize_video: bool = True,
+                         dtype=jnp.float32, **geometry) -> MAEFeatureEncoder:
+    """The feature encoder with the pretraining model's sizes; `geometry` goes to `oneshot_specs`."""
+    sizes = variants.resolve(pretrain_config.model)
+    return MAEFeatureEncoder(specs=oneshot_specs(pretrain_config, **geometry), width=sizes["width"],
+                             depth=sizes["depth"], num_heads=sizes["num_heads"], mlp_dim=sizes["mlp_dim"],
+                             drop_path=drop_path, normalize_video=normalize_video, dtype=dtype)
+
+
+FRESH = ("fc_norm",)  # parameters that never come from a pretraining checkpoint
+
+
+def load_pretrained(params: Mapping[str, Any], pretrained: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Copies every matching parameter of a `MultimodalMAE` tree into a `MAEFeatureEncoder` tree.
+
+    Returns (params, report) with report lists `loaded`, `kept_init` (only `fc_norm/*`) and `ignored`
+    (decoders, mask token, encoder_to_decoder, the final encoder norm, unused modalities). A parameter of
+    the feature encoder that is missing from `pretrained` (other than fc_norm) or has another shape is a
+    ValueError naming it: weights are never silently left random.
+    """
+    dst = traverse_util.flatten_dict(dict(params), sep="/")
+    src = traverse_util.flatten_dict(dict(pretrained), sep="/")
+    out, loaded, kept, problems = {}, [], [], []
+    for k, v in dst.items():
+        if k.split("/")[0] in FRESH:
+            out[k] = v
+            kept.append(k)
+        elif k not in src:
+            problems.append(f"{k}: missing from the pretrained parameters")
+        elif np.shape(src[k]) != np.shape(v):
+            problems.append(f"{k}: pretrained shape {np.shape(src[k])} != model shape {np.shape(v)}")
+        else:
+            out[k] = jnp.asarray(src[k], jnp.asarray(v).dtype)
+            loaded.append(k)
+    if problems:
+        raise ValueError("cannot initialise the MAE feature encoder from the pretrained parameters:\n  "
+                         + "\n  ".join(problems))
+    report = {"loaded": sorted(loaded), "kept_init": sorted(kept), "ignored": sorted(set(src) - set(dst))}
+    return traverse_util.unflatten_dict(out, sep="/"), report

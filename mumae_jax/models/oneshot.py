@@ -1,0 +1,103 @@
+"""The Mu-MAE one-shot episodic model (spec §3.2-3.3): one episode in, few-shot and global logits out.
+
+For one episode with S support and Q query clips (N = S + Q; 5+1 official, 5+5 TRX):
+
+  video [N, T, H, W, 3] in [0, 1] --TimeSformer--> U_video [N, Dv]       (CLS after the final LN)
+  sensor_m [N, L, 3] --SensorCNN_m--> U_m [N, 64]                          (one CNN per sensor)
+  all modalities --MAEFeatureEncoder--> R [N, Dr]                          (unmasked, mean-pool, fc_norm)
+  (U, R) --MultimodalEpisodeFusion--> F [N, 768]  (R -> per-modality queries, cross-attention across the
+                                                   N samples, gated concatenation)
+  F -> [N, 192, 1, 2, 2] (channel-major) -> support / query -> CAMClassifier
+    -> logits [Q, way] (prediction), cls_scores [Q, way, 4], global_logits [Q, num_classes, 4] (training)
+
+The whole model is trained (nothing frozen). `normalize_video` (default True) ImageNet-normalises the
+[0, 1] frames before the TimeSformer and the MAE encoder, as in pretraining; False feeds [0, 1] frames as
+the official code does (spec §5-E).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mumae_jax.models import cam
+from mumae_jax.models.episode_fusion import MultimodalEpisodeFusion
+from mumae_jax.models.mae_features import MAEFeatureEncoder
+from mumae_jax.models.sensor_cnn import SensorCNN
+from mumae_jax.models.timesformer import TimeSformer
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def episode_samples(batch: Mapping[str, jnp.ndarray], names: Sequence[str]) -> dict[str, jnp.ndarray]:
+    """{name: concat(support_<name>, query_<name>)} -> [N = S + Q, ...] for each modality name."""
+    return {n: jnp.concatenate([batch[f"support_{n}"], batch[f"query_{n}"]], axis=0) for n in names}
+
+
+class MuMAEOneShot(nn.Module):
+    """Episode dict (one episode, `episode_input` layout) -> dict of logits (see module docstring).
+
+    Submodules: `mae` (MAEFeatureEncoder), `video` (TimeSformer), `cnn_<sensor>`, `fusion`, `classifier`.
+    """
+
+    mae: MAEFeatureEncoder
+    video: TimeSformer
+    sensors: tuple[str, ...] = ("acc_phone", "acc_watch", "gyro", "orientation")
+    sensor_layout: str = "transpose"
+    sensor_dim: int = 64
+    fused_dim: int = 768
+    channels: int = 192
+    heads: int = 4
+    way: int = 5
+    num_classes: int = 33
+    scale_cls: float = 7.0
+    alpha: float = 1.0
+    temperature: float = 0.025
+    cam_hidden: int = 6
+    normalize_video: bool = True
+
+    def setup(self):
+        self.cnns = {s: SensorCNN(out=self.sensor_dim, layout=self.sensor_layout, name=f"cnn_{s}")
+                     for s in self.sensors}
+        dims = (("video", self.video.width),) + tuple((s, self.sensor_dim) for s in self.sensors)
+        self.fusion = MultimodalEpisodeFusion(dims, self.heads, self.fused_dim)
+        self.classifier = cam.CAMClassifier(self.way, self.num_classes, self.scale_cls, self.alpha,
+                                            self.cam_hidden, self.temperature)
+
+    def unimodal(self, samples: Mapping[str, jnp.ndarray], deterministic: bool):
+        """{video: [N, Dv], <sensor>: [N, sensor_dim]}."""
+        v = samples["video"]
+        if self.normalize_video:
+            v = (v - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+        out = {"video": self.video(v, deterministic)}
+        for s in self.sensors:
+            out[s] = self.cnns[s](samples[s])
+        return out
+
+    def features(self, samples: Mapping[str, jnp.ndarray], deterministic: bool = True):
+        """Fused episode features F [N, fused_dim] of the N samples {video, <sensor>...} (one episode)."""
+        u = self.unimodal(samples, deterministic)
+        rep = self.mae({s.name: samples[s.name] for s in self.mae.specs}, deterministic)
+        return self.fusion(u, rep)
+
+    def __call__(self, batch: Mapping[str, jnp.ndarray], train: bool = False, with_global: bool = True):
+        """batch: support_video [S, T, H, W, 3], query_video [Q, ...], support_/query_<sensor> [., L, 3],
+        support_labels [S], query_labels [Q] (episode labels). Returns CAMClassifier's dict
+        (`global_logits` only when `with_global`)."""
+        names = ("video",) + tuple(self.sensors)
+        extra = [s.name for s in self.mae.specs if s.name not in names]
+        if extra:
+            raise ValueError(f"the MAE encoder needs modalities {extra} that the one-shot model does not feed")
+        samples = episode_samples(batch, names)
+        num_support = batch["support_video"].shape[0]
+        f = cam.to_channel_positions(self.features(samples, deterministic=not train), self.channels)
+        return self.classifier(f[:num_support], batch["support_labels"], f[num_support:],
+                          batch["query_labels"] if with_global else None, train)
+
+
+def episode_loss(out: Mapping[str, jnp.ndarray], batch: Mapping[str, jnp.ndarray], weight: float = 0.5):
+    """Global CE (true global class of each query) + weight × per-position few-shot CE (spec §3.3)."""
+    real = jnp.take(batch["global_labels"], batch["query_labels"])
+    return cam.cam_loss(out["global_logits"], real, out["cls_scores"], batch["query_labels"], weight)

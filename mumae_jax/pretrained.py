@@ -1,0 +1,49 @@
+"""Load a pretraining run (its config and the parameters of one checkpoint) for later stages.
+
+A pretraining workdir holds `config.json` (written by `train.train_and_evaluate`) and `checkpoints/<step>`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections as mlc
+
+from mumae_jax import checkpointing, optim, sharding, train_state
+from mumae_jax.models import mae
+
+
+def load_config(workdir: str) -> mlc.ConfigDict:
+    """The pretraining config saved in `workdir/config.json`."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: expected a pretraining workdir written by main.py")
+    with open(path, encoding="utf-8") as f:
+        return mlc.ConfigDict(json.load(f))
+
+
+def load_params(workdir: str, step: Optional[int] = None, mesh=None) -> tuple[mlc.ConfigDict, Any, int]:
+    """(pretraining config, params of the `MultimodalMAE`, step) from the latest (or given) checkpoint.
+
+    Parameters come back replicated over `mesh` (default: all devices).
+    """
+    config = load_config(workdir)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    ckpt = checkpointing.Checkpointer(ckpt_dir, keep=1 << 30)
+    try:
+        steps = ckpt.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {ckpt_dir}")
+        step = max(steps) if step is None or step < 0 else int(step)
+        if step not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {ckpt_dir}; available: {sorted(steps)}")
+        model = mae.from_config(config)
+        tx, _ = optim.make_optimizer(config, 2, 1)  # the schedule does not change the state's structure
+        _, abstract, _ = train_state.train_state_initializer(
+            model, tx, jax.random.key(0), mesh if mesh is not None else sharding.make_mesh())
+        state, _ = ckpt.restore(step, abstract)
+    finally:
+        ckpt.close()
+    return config, state["params"], step

@@ -1,0 +1,176 @@
+"""The assembled one-shot model and its episodic step: stage shapes on real episodes, batched tasks equal
+accumulated gradients (and sequential BatchNorm statistics), pretrained initialisation."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import traverse_util
+
+from configs import oneshot as oneshot_config
+from conftest import make_tiny_config
+from mumae_jax import episodic, sharding
+from mumae_jax.data import episode_input, episodes, splits, synthetic
+from mumae_jax.models import cam, mae, oneshot
+from mumae_jax.train_state import dummy_inputs
+
+SYN = {"name": "synthetic", "split": "novel", "num_subjects": 2, "num_sessions": 1, "num_cameras": 2, "seed": 0}
+
+
+def tiny_oneshot_config(**episodes_kw):
+    c = oneshot_config.get_config("runlocal,init=random")
+    c.episodes.update(seq_len=2, image_size=32, resize_to=36, **episodes_kw)
+    c.model.update(fused_dim=64, channels=16, sensor_dim=8, mae_drop_path=0.1, video_drop_path=0.1)
+    return c
+
+
+def build(c=None):
+    from mumae_jax import oneshot_train
+
+    c = c or tiny_oneshot_config()
+    return oneshot_train.build_model(c, make_tiny_config())
+
+
+def real_episodes(protocol="official", n=2, seq_len=2):
+    ds = synthetic.SyntheticMMAct(num_subjects=2, num_sessions=1, num_cameras=2)
+    lst = episodes.make_episode_list(ds.clips(synthetic.NOVEL_CLASSES), splits.mumae_split3(), part="novel",
+                                     protocol=protocol, num_episodes=n, seed=0)
+    it = episode_input.build_episode_input(SYN, lst, sensors=synthetic.SENSORS, train=False, seq_len=seq_len,
+                                           image_size=32, resize_to=36)
+    out = [next(it) for _ in range(n)]
+    it.close()
+    return [{k: v for k, v in e.items() if k != "episode"} for e in out]
+
+
+@pytest.mark.parametrize("protocol,num_query", [("official", 1), ("trx", 5)])
+def test_every_stage_has_the_documented_shape_on_real_episodes(protocol, num_query):
+    model = build()
+    ep = real_episodes(protocol, n=1)[0]
+    n = 5 + num_query
+    variables = model.init({"params": jax.random.key(0)}, ep)
+    samples = oneshot.episode_samples(ep, ("video",) + model.sensors)
+    assert samples["video"].shape == (n, 2, 32, 32, 3) and samples["gyro"].shape == (n, 128, 3)
+    u = model.apply(variables, samples, True, method=model.unimodal)
+    assert u["video"].shape == (n, 64) and all(u[s].shape == (n, 8) for s in model.sensors)
+    rep = model.apply(variables, {s.name: samples[s.name] for s in model.mae.specs}, method=lambda m, x: m.mae(x))
+    assert rep.shape == (n, 64)
+    f = model.apply(variables, samples, method=model.features)
+    assert f.shape == (n, 64)
+    assert cam.to_channel_positions(f, 16).shape == (n, 16, 1, 2, 2)
+    out = model.apply(variables, ep)
+    assert out["logits"].shape == (num_query, 5) and out["cls_scores"].shape == (num_query, 5, 4)
+    assert out["global_logits"].shape == (num_query, 33, 4)
+    assert np.isfinite(float(oneshot.episode_loss(out, ep)))
+    # the channel-position view is the spec's reshape of the fused features: index c*4 + pos
+    np.testing.assert_array_equal(cam.to_channel_positions(f, 16)[:, 3, 0, 1, 0], f[:, 3 * 4 + 2])
+
+
+def _tasks(n):
+    eps = real_episodes("official", n=2)
+    rng = np.random.default_rng(0)
+    out = []
+    for t in range(n):  # distinct tasks: perturb the real episodes
+        e = eps[t % 2]
+        out.append({k: (v + 0.05 * t * rng.standard_normal(v.shape).astype(v.dtype)
+                        if v.dtype == np.float32 else v) for k, v in e.items()})
+    return out
+
+
+@pytest.mark.parametrize("task_chunks", [1, 4])
+def test_batched_tasks_equal_accumulated_per_task_gradients(task_chunks):
+    """32 tasks in one jitted step == the official loop: backward per task on loss/32, one SGD step,
+    running BN statistics updated task after task."""
+    # CAM's softmax(·/0.025) turns float32 rounding (summation order) into ~1e-3 relative gradient
+    # noise; a milder temperature keeps the comparison sharp. The batching under test is unchanged.
+    c = tiny_oneshot_config()
+    c.model.temperature = 0.5
+    model, num_tasks, lr = build(c), 32, 1.0  # lr 1: the update is the gradient, not lost in rounding
+    tasks = _tasks(num_tasks)
+    mesh = sharding.make_mesh()
+    tx = optax.sgd(lr)
+    init, _, state_sh = episodic.state_initializer(model, tx, jax.random.key(1), mesh, tasks[0])
+    state = init()
+    params0 = jax.device_get(state["params"])
+    stats0 = jax.device_get(state["batch_stats"])
+    # batch_stats start non-trivial so the fold is tested on a general value
+    stats0 = jax.tree.map(lambda x: x + 0.3 if x.dtype == np.float32 else x, stats0)
+    state = {**state, "batch_stats": jax.device_put(stats0, state_sh["batch_stats"])}
+    step = episodic.make_train_step(model, tx, seed=3, num_tasks=num_tasks, mesh=mesh, state_sh=state_sh,
+                                    task_chunks=task_chunks)
+    new, m = step(state, sharding.to_global(episodic.stack_tasks(tasks), mesh))
+
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(3), 0), num_tasks)
+
+    @jax.jit
+    def one(params, stats, ep, key):
+        def loss_fn(p):
+            out, upd = model.apply({"params": p, "batch_stats": stats}, ep, train=True, rngs={"dropout": key},
+                                   mutable=["batch_stats"])
+            return oneshot.episode_loss(out, ep) / num_tasks, upd["batch_stats"]
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    acc, stats, total = jax.tree.map(np.zeros_like, params0), stats0, 0.0
+    for t in range(num_tasks):
+        (loss, stats), g = one(params0, stats, tasks[t], keys[t])
+        acc = jax.tree.map(np.add, acc, g)
+        total += float(loss)
+    expected = jax.tree.map(lambda p, g: p - lr * g, params0, acc)
+    np.testing.assert_allclose(float(m["loss"]), total, rtol=1e-5)
+    np.testing.assert_allclose(float(m["grad_norm"]), float(optax.tree.norm(acc)), rtol=2e-4)
+    # every leaf's update agrees to 1% in norm (dropping one task of 32 moves it by ~3%); float32
+    # summation order alone gives ~1e-4, more in the attention keys, whose exact gradient cancels
+    flat_new = traverse_util.flatten_dict(jax.device_get(new["params"]), sep="/")
+    flat_old = traverse_util.flatten_dict(params0, sep="/")
+    for k, v in traverse_util.flatten_dict(expected, sep="/").items():
+        want, got = v - flat_old[k], flat_new[k] - flat_old[k]
+        assert np.linalg.norm(got - want) <= 1e-2 * np.linalg.norm(want) + 1e-6, k
+    flat_stats = traverse_util.flatten_dict(jax.device_get(new["batch_stats"]), sep="/")
+    for k, v in traverse_util.flatten_dict(jax.device_get(stats), sep="/").items():
+        np.testing.assert_allclose(flat_stats[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+    assert int(flat_stats["classifier/cam/meta/bn/count"]) == 3 * num_tasks  # 3 BN updates per task
+
+
+def test_fold_batch_stats_replays_sequential_updates():
+    m, old = 0.1, {"bn": {"mean": jnp.asarray([1.0, -2.0]), "var": jnp.asarray([2.0, 0.5]), "count": jnp.asarray(4)}}
+    batch = np.asarray([[0.5, 0.1], [3.0, -1.0], [-2.0, 4.0]], np.float32)
+    # two updates per task from the same start
+    per_task = {"bn": {"mean": jnp.stack([(1 - m) ** 2 * old["bn"]["mean"] + (1 - m) * m * b + m * b for b in batch]),
+                       "var": jnp.stack([old["bn"]["var"]] * 3), "count": jnp.asarray([6, 6, 6])}}
+    got = episodic.fold_batch_stats(old, per_task, m)
+    r = np.asarray(old["bn"]["mean"])
+    for b in batch:
+        for _ in range(2):
+            r = (1 - m) * r + m * b
+    np.testing.assert_allclose(got["bn"]["mean"], r, rtol=1e-6)
+    np.testing.assert_allclose(got["bn"]["var"], 0.81 ** 3 * np.asarray(old["bn"]["var"])
+                               + sum(0.81 ** k for k in range(3)) * 0.19 * np.asarray(old["bn"]["var"]), rtol=1e-6)
+    assert int(got["bn"]["count"]) == 10
+
+
+def test_pretrained_encoder_is_loaded_strictly():
+    from mumae_jax import oneshot_train
+
+    pcfg = make_tiny_config()
+    pre = mae.from_config(pcfg)
+    inputs, masks = dummy_inputs(pre.specs)
+    pparams = pre.init({"params": jax.random.key(7)}, inputs, masks)["params"]
+    c = tiny_oneshot_config()
+    c.init.update(mae="pretrained", video="mae")
+    model = oneshot_train.build_model(c, pcfg)
+    params = model.init({"params": jax.random.key(0)}, real_episodes(n=1)[0])["params"]
+    new, report = oneshot_train.pretrained_params(c, params, pparams)
+    np.testing.assert_array_equal(new["mae"]["encoder"]["block01"]["attn"]["qkv"]["kernel"],
+                                  pparams["encoder"]["block01"]["attn"]["qkv"]["kernel"])
+    np.testing.assert_array_equal(new["mae"]["embed_gyro"]["proj"]["kernel"], pparams["embed_gyro"]["proj"]["kernel"])
+    assert report["mae"]["kept_init"] == ["fc_norm/bias", "fc_norm/scale"]
+    assert "encoder/norm/scale" in report["mae"]["ignored"] and "mask_token" in report["mae"]["ignored"]
+    np.testing.assert_array_equal(new["video"]["patch_embed"]["proj"]["kernel"],
+                                  np.asarray(pparams["embed_video"]["proj"]["kernel"]).sum(0))
+    np.testing.assert_array_equal(new["video"]["block00"]["space_attn"]["qkv"]["kernel"],
+                                  pparams["encoder"]["block00"]["attn"]["qkv"]["kernel"])
+    # a pretraining run of another width cannot silently leave the encoder random
+    wide = make_tiny_config()
+    wide.model.update(width=96, num_heads=2)
+    wparams = mae.from_config(wide).init({"params": jax.random.key(7)}, inputs, masks)["params"]
+    with pytest.raises(ValueError, match="encoder/block00/attn/qkv/kernel"):
+        oneshot_train.pretrained_params(c, params, wparams)
