@@ -1,4 +1,4 @@
-"""Entry point: `python main.py --config=configs/pretrain.py[:args] --workdir=DIR [--config.x=y ...]`."""
+"""Entry point: `python main.py --config=configs/{pretrain,oneshot}.py[:args] --workdir=DIR [--config.x=y ...]`."""
 import logging
 import os
 
@@ -17,6 +17,14 @@ def main(argv):
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax/jax chatter
     logging.getLogger("mumae_jax").setLevel(logging.INFO)
     config = flags.FLAGS.config
+    if config.trainer == "oneshot":
+        from mumae_jax import episode_eval, oneshot_train
+
+        result = oneshot_train.train_and_evaluate(config, flags.FLAGS.workdir)
+        if result["report"]:
+            print(episode_eval.format_report(result["report"]))
+        print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else ""))
+        return
     if config.trainer != "pretrain":
         raise app.UsageError(f"unknown config.trainer {config.trainer!r}")
     from mumae_jax import train

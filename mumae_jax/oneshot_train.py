@@ -1,0 +1,336 @@
+"""One-shot stage loop: `train_and_evaluate(config, workdir)` for `configs/oneshot.py`.
+
+pretraining run (config + checkpoint) -> one-shot model (MAE encoder and TimeSformer initialised from it)
+-> fixed validation / test episode lists (saved in the workdir) -> jitted step over `tasks_per_batch`
+training episodes -> periodic validation (best checkpoint kept in best/) -> final report on the test list
+(final checkpoint, validation-selected checkpoint, optionally the paper's test-selected maximum).
+Checkpoints, metrics (JSONL + TensorBoard), resume and SIGTERM work as in pretraining.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+import optax
+import tqdm
+
+from mumae_jax import checkpointing, episode_eval, episodic, metrics, pretrained, sharding, train
+from mumae_jax.data import episodes as E
+from mumae_jax.data import splits
+from mumae_jax.models import mae_features, timesformer, variants
+from mumae_jax.models.oneshot import MuMAEOneShot
+
+log = logging.getLogger(__name__)
+
+TFDS_SPLITS = {"base": "meta_train", "validation": "meta_val", "novel": "meta_test"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------
+
+def pretrain_config(config):
+    """The pretraining config that fixes the MAE encoder's architecture (see configs/oneshot.py)."""
+    if config.init.pretrain_workdir:
+        return pretrained.load_config(config.init.pretrain_workdir)
+    if config.init.mae == "pretrained" or config.init.video == "mae":
+        raise ValueError("config.init.mae='pretrained' / init.video='mae' need config.init.pretrain_workdir "
+                         "(a pretraining workdir); use configs/oneshot.py:init=random for random initialisation")
+    from configs import pretrain
+
+    return pretrain.get_config(config.init.pretrain_config)
+
+
+def build_model(config, pcfg) -> MuMAEOneShot:
+    ep, m = config.episodes, config.model
+    mae = mae_features.from_pretrain_config(pcfg, drop_path=m.mae_drop_path, normalize_video=m.normalize_video,
+                                            num_frames=ep.seq_len, image_size=ep.image_size,
+                                            sensor_length=ep.sensor_length)
+    sizes = variants.resolve(pcfg.model if not m.video_variant else {"variant": m.video_variant})
+    patch = [s for s in mae.specs if s.kind == "video"][0].tubelet[1] if any(
+        s.kind == "video" for s in mae.specs) else 16
+    video = timesformer.TimeSformer(width=sizes["width"], depth=sizes["depth"], num_heads=sizes["num_heads"],
+                                    mlp_dim=sizes["mlp_dim"], patch_size=patch, num_frames=ep.seq_len,
+                                    image_size=ep.image_size, drop_path=m.video_drop_path)
+    return MuMAEOneShot(mae=mae, video=video, sensors=tuple(config.sensors), sensor_layout=m.sensor_layout,
+                        sensor_dim=m.sensor_dim, fused_dim=m.fused_dim, channels=m.channels, heads=m.heads,
+                        way=ep.way, num_classes=m.num_classes, scale_cls=m.scale_cls, alpha=m.alpha,
+                        temperature=m.temperature, cam_hidden=m.cam_hidden, normalize_video=m.normalize_video)
+
+
+def pretrained_params(config, params, pretrain_params) -> tuple[dict, dict]:
+    """Overwrites the MAE encoder / TimeSformer parameters from the pretraining params (strict)."""
+    params, report = dict(params), {}
+    if config.init.mae == "pretrained":
+        params["mae"], report["mae"] = mae_features.load_pretrained(params["mae"], pretrain_params)
+    if config.init.video == "mae":
+        params["video"], report["video"] = timesformer.init_from_mae(params["video"], pretrain_params,
+                                                                    config.init.tube_to_patch)
+    return params, report
+
+
+# ----------------------------------------------------------------------------------------------------
+# Episodes
+# ----------------------------------------------------------------------------------------------------
+
+def class_split(config) -> splits.ClassSplit:
+    cs = config.class_split
+    f = config.data.get("class_split_file", "")
+    return splits.ClassSplit.from_file(f) if f else splits.mumae_split3_with_validation(cs.num_val, cs.seed)
+
+
+def records(config) -> list:
+    if config.data.name == "synthetic":
+        from mumae_jax.data import input_pipeline
+
+        return input_pipeline.make_dataset({**config.data.to_dict(), "split": "all"})[1]
+    from mumae_jax.data import mmact_tfds
+
+    return mmact_tfds.kept_records(config.data.dir)
+
+
+def _draw(config, recs, cs, part: str, num: int, seed: int) -> E.EpisodeList:
+    ep = config.episodes
+    return E.make_episode_list(recs, cs, part=part, way=ep.way, shot=ep.shot, protocol=ep.protocol,
+                               queries=ep.queries, num_episodes=num, seed=seed,
+                               distinct_instances=ep.distinct_instances)
+
+
+def eval_list(config, recs, cs, workdir: str, which: str) -> Optional[E.EpisodeList]:
+    """The fixed `which` ('val' | 'test') list: a given file, else drawn once and saved in the workdir."""
+    part = {"val": "validation", "test": "novel"}[which]
+    given = config.eval.get(f"{which}_list", "")
+    if given:
+        lst = E.load_episode_list(given)
+        E.verify_episode_list(lst, recs)
+        return lst
+    if not getattr(cs, part):
+        return None
+    path = os.path.join(workdir, f"episodes_{which}.json")
+    lst = _draw(config, recs, cs, part, config.eval[f"{which}_episodes"], config.eval[f"{which}_seed"])
+    if os.path.exists(path):
+        saved = E.load_episode_list(path)
+        if list(saved) != list(lst):
+            raise ValueError(f"{path} differs from the list this config draws; a resumed run must keep its "
+                             f"episodes (delete the workdir or pass eval.{which}_list={path})")
+    elif jax.process_index() == 0:
+        E.save_episode_list(path, lst)
+    return lst
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loop
+# ----------------------------------------------------------------------------------------------------
+
+def _episode_iter(config, lst, part: str, train_mode: bool, start: int = 0, repeat: bool = True):
+    from mumae_jax.data import episode_input
+
+    ep = config.episodes
+    return episode_input.build_episode_input(
+        config.data, lst, sensors=tuple(config.sensors), train=train_mode, seed=config.seed, seq_len=ep.seq_len,
+        image_size=ep.image_size, resize_to=ep.resize_to, sensor_length=ep.sensor_length,
+        split=TFDS_SPLITS[part], start=start, repeat=repeat)
+
+
+def _predictor(eval_step: Callable, mesh) -> Callable:
+    def predict(state, episodes):
+        pred, _ = eval_step(state, sharding.to_global(episodes, mesh))
+        return np.asarray(jax.device_get(pred))
+
+    return predict
+
+
+def _setup(config, workdir: str, mesh) -> dict[str, Any]:
+    """Model, episode lists, optimizer and abstract state shared by training and evaluation."""
+    t = int(config.tasks_per_batch)
+    sharding.check_batch_size(t, mesh)
+    sharding.check_batch_size(int(config.eval.batch_episodes), mesh)
+    if config.lr <= 0 or config.total_tasks < t:
+        raise ValueError(f"need lr > 0 and total_tasks >= tasks_per_batch; got lr={config.lr}, "
+                         f"total_tasks={config.total_tasks}, tasks_per_batch={t}")
+    os.makedirs(workdir, exist_ok=True)
+    model = build_model(config, pretrain_config(config))
+    total = math.ceil(config.total_tasks / t)
+    cs, recs = class_split(config), records(config)
+    train_list = _draw(config, recs, cs, "base", total * t, config.seed)
+    ep = config.episodes
+    episode = episodic.dummy_episode(model, len(train_list[0].support), len(train_list[0].query), ep.seq_len,
+                                     ep.image_size, ep.sensor_length)
+    tx = optax.sgd(config.lr)
+    init, abstract, state_sh = episodic.state_initializer(model, tx, jax.random.key(config.seed), mesh, episode)
+    return dict(model=model, total=total, tasks=t, train_list=train_list,
+                val_list=eval_list(config, recs, cs, workdir, "val"),
+                test_list=eval_list(config, recs, cs, workdir, "test"),
+                tx=tx, init=init, abstract=abstract, state_sh=state_sh)
+
+
+def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which: str = "test",
+                        best: bool = False) -> dict[str, Any]:
+    """Accuracy ± CI of a saved checkpoint (latest, `step`, or the validation-selected one with
+    `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic."""
+    mesh = sharding.make_mesh()
+    s = _setup(config, workdir, mesh)
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best" if best else "checkpoints"), 1 << 30)
+    try:
+        step = step if step is not None else ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint under {ckpt.directory}")
+        state, _ = ckpt.restore(step, s["abstract"])
+    finally:
+        ckpt.close()
+    lst = s[f"{which}_list"]
+    if lst is None:
+        raise ValueError(f"this run has no {which} episode list")
+    predict = _predictor(episodic.make_eval_step(s["model"], mesh, s["state_sh"]), mesh)
+    it = _episode_iter(config, lst, "novel" if which == "test" else "validation", False, repeat=False)
+    try:
+        out = episode_eval.evaluate(lambda eps: predict(state, eps), it, len(lst), int(config.eval.batch_episodes))
+    finally:
+        it.close()
+    return {"step": step, **out}
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Episodic training per `config` under `workdir` (resumes from its latest checkpoint).
+
+    Returns {'step', 'state', 'history' (evaluation records), 'report', 'preempted'}.
+    """
+    mesh = sharding.make_mesh()
+    is_main = jax.process_index() == 0
+    s = _setup(config, workdir, mesh)
+    model, total, t, tx = s["model"], s["total"], s["tasks"], s["tx"]
+    train_list, val_list, test_list = s["train_list"], s["val_list"], s["test_list"]
+    init, abstract, state_sh = s["init"], s["abstract"], s["state_sh"]
+    eval_every = max(1, round(config.eval.every_tasks / t))
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    best_ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
+    writer = metrics.MetricWriter(workdir, tensorboard=config.write_tensorboard)
+    start = ckpt.latest_step() or 0
+    if start:
+        state, _ = ckpt.restore(start, abstract)
+        writer.truncate_after(start)
+        for b in best_ckpt.all_steps():
+            if b > start:  # saved after the checkpoint we resume from; it will be re-evaluated
+                best_ckpt.manager.delete(b)
+    else:
+        state = init()
+        if config.init.mae == "pretrained" or config.init.video == "mae":
+            _, pparams, pstep = pretrained.load_params(config.init.pretrain_workdir, config.init.pretrain_step, mesh)
+            params, report = pretrained_params(config, state["params"], pparams)
+            # via host copies: the conversion reuses arrays (one MAE kernel feeds both TimeSformer
+            # attentions), and a donated state must not hold one buffer twice
+            params = jax.device_put(jax.tree.map(np.array, jax.device_get(params)), state_sh["params"])
+            state = {**state, "params": params,
+                     "opt_state": jax.jit(tx.init, out_shardings=state_sh["opt_state"])(params)}
+            if is_main:
+                with open(os.path.join(workdir, "init_report.json"), "w", encoding="utf-8") as f:
+                    json.dump({"pretrain_workdir": config.init.pretrain_workdir, "pretrain_step": pstep, **report},
+                              f, indent=1)
+            log.info("initialised from %s step %d: %s", config.init.pretrain_workdir, pstep,
+                     {k: len(v["loaded"]) for k, v in report.items()})
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    step_fn = episodic.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
+                                       config.model.loss_weight)
+    predict = _predictor(episodic.make_eval_step(model, mesh, state_sh), mesh)
+    be = int(config.eval.batch_episodes)
+
+    def run_eval(st, lst, it, name):
+        return episode_eval.evaluate(lambda eps: predict(st, eps), it, len(lst), be, desc=name,
+                                     progress=config.progress_bar and is_main)
+
+    train_it = _episode_iter(config, train_list, "base", True, start=start * t, repeat=False)
+    val_it = _episode_iter(config, val_list, "validation", False) if val_list else None
+    test_it = _episode_iter(config, test_list, "novel", False)
+    history = [r for r in (metrics.read_jsonl(writer.path) if os.path.exists(writer.path) else [])
+               if "val_accuracy" in r or "test_accuracy" in r]
+    best = max((h["val_accuracy"] for h in history if "val_accuracy" in h), default=-1.0)
+
+    bar = tqdm.tqdm(total=total, initial=start, desc="one-shot", unit="step", dynamic_ncols=True,
+                    disable=not (config.progress_bar and is_main))
+    pending, step, preempted = [], start, False
+    try:
+        with train._StopOnSignal() as stop:
+            while step < total:
+                tasks = [next(train_it) for _ in range(t)]
+                batch = {k: np.stack([e[k] for e in tasks]) for k in tasks[0] if k != "episode"}
+                state, m = step_fn(state, sharding.to_global(batch, mesh))
+                step += 1
+                pending.append(m)
+                bar.update(1)
+                last = step == total or stop.requested
+                if step % config.log_every_steps == 0 or last:
+                    fetched = jax.device_get(pending)
+                    train._raise_if_nonfinite(state)
+                    record = {k: float(np.mean([f[k] for f in fetched])) for k in fetched[0]}
+                    writer.write(step, {**record, "tasks": step * t})
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_accuracy']:.0f}")
+                    pending = []
+                if (step % eval_every == 0 or step == total) and not stop.requested:
+                    rec = {"step": step, "tasks": step * t}
+                    if val_it is not None:
+                        v = run_eval(state, val_list, val_it, "val")
+                        rec.update(val_accuracy=v["accuracy"], val_ci95=v["ci95"])
+                        if v["accuracy"] > best:
+                            best = v["accuracy"]
+                            best_ckpt.save(step, state, {"step": step, "val_accuracy": best})
+                    if config.eval.report_test_selection:
+                        r = run_eval(state, test_list, test_it, "test")
+                        rec.update(test_accuracy=r["accuracy"], test_ci95=r["ci95"])
+                    writer.write(step, {k: v for k, v in rec.items() if k != "step"})
+                    history.append(rec)
+                    log.info("evaluation at step %d: %s", step, rec)
+                if last or step % config.checkpoint_every_steps == 0:
+                    train._raise_if_nonfinite(state)
+                    ckpt.save(step, state, {"step": step, "total_steps": total})
+                if stop.requested:
+                    preempted = True
+                    break
+        report = None
+        if not preempted:
+            report = _final_report(config, state, step, best_ckpt, abstract, history,
+                                   lambda st: run_eval(st, test_list, test_it, "test"), workdir, is_main)
+    finally:
+        for it in (train_it, val_it, test_it):
+            if it is not None:
+                it.close()
+        bar.close()
+        for c in (ckpt, best_ckpt):
+            c.wait()
+            c.close()
+        writer.close()
+    return {"step": step, "state": state, "history": history, "report": report, "preempted": preempted}
+
+
+def _final_report(config, state, step, best_ckpt, abstract, history, test_eval, workdir, is_main):
+    final = test_eval(state)
+    final_rec = {"step": step, "accuracy": final["accuracy"], "ci95": final["ci95"],
+                 "num_queries": final["num_queries"]}
+    val_rec = None
+    best_ckpt.wait()
+    best_step = best_ckpt.latest_step()
+    if best_step is not None:
+        if best_step == step:
+            chosen = final
+        else:
+            best_state, _ = best_ckpt.restore(best_step, abstract)
+            chosen = test_eval(best_state)
+        val_acc = next(h["val_accuracy"] for h in history if h["step"] == best_step)
+        val_rec = {"step": best_step, "accuracy": chosen["accuracy"], "ci95": chosen["ci95"],
+                   "num_queries": chosen["num_queries"], "val_accuracy": val_acc}
+    report = episode_eval.selection_report(history, final_rec, val_rec, config.eval.report_test_selection)
+    text = episode_eval.format_report(report)
+    if is_main:
+        with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        with open(os.path.join(workdir, "report.txt"), "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    log.info("one-shot report:\n%s", text)
+    return report

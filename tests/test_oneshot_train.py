@@ -1,0 +1,79 @@
+"""The one-shot loop end to end on tiny shapes: pretrained initialisation, validation selection, the
+report's three rows, deterministic evaluation of a saved checkpoint, resume."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import oneshot as oneshot_config
+from conftest import make_tiny_config
+from mumae_jax import episode_eval, metrics, oneshot_train, train
+
+
+def tiny(pre_workdir, **kw):
+    c = oneshot_config.get_config("runlocal")
+    c.init.pretrain_workdir = pre_workdir
+    c.episodes.update(seq_len=2, image_size=32, resize_to=36)
+    c.model.update(fused_dim=64, channels=16, sensor_dim=8)
+    c.data.update(num_subjects=2, num_sessions=1, num_cameras=2)
+    c.tasks_per_batch = 8
+    c.total_tasks = 24
+    c.eval.update(every_tasks=8, val_episodes=8, test_episodes=16, batch_episodes=8, report_test_selection=True)
+    c.log_every_steps = 1
+    c.checkpoint_every_steps = 1
+    c.keep_checkpoints = 5
+    c.write_tensorboard = False
+    c.progress_bar = False
+    for k, v in kw.items():
+        c[k] = v
+    return c
+
+
+@pytest.fixture(scope="module")
+def pre_workdir(tmp_path_factory):
+    w = str(tmp_path_factory.mktemp("pre"))
+    train.train_and_evaluate(make_tiny_config(total_steps=2), w)
+    return w
+
+
+def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_workdir, tmp_path):
+    w = str(tmp_path / "os")
+    c = tiny(pre_workdir)
+    res = oneshot_train.train_and_evaluate(c, w)
+    assert res["step"] == 3 and not res["preempted"]
+    init = json.load(open(os.path.join(w, "init_report.json")))
+    assert init["pretrain_step"] == 2 and len(init["mae"]["loaded"]) > 20 and len(init["video"]["loaded"]) > 20
+    evals = [r for r in metrics.read_jsonl(os.path.join(w, "metrics.jsonl")) if "val_accuracy" in r]
+    assert [r["step"] for r in evals] == [1, 2, 3]
+    assert all(0 <= r["val_accuracy"] <= 100 and 0 <= r["test_accuracy"] <= 100 for r in evals)
+    report = json.load(open(os.path.join(w, "report.json")))
+    best = max(evals, key=lambda r: r["val_accuracy"])  # first maximum wins (strict improvement)
+    assert report["validation_selected"]["step"] == best["step"]
+    assert report["validation_selected"]["val_accuracy"] == best["val_accuracy"]
+    assert report["final"]["step"] == 3 and report["final"]["num_queries"] == 16
+    assert report["final"]["accuracy"] == pytest.approx(evals[-1]["test_accuracy"])
+    sel = report["test_selected"]
+    assert sel["label"] == episode_eval.TEST_SELECTED_LABEL
+    assert sel["accuracy"] == max(r["test_accuracy"] for r in evals) and sel["num_evaluations"] == 3
+    assert episode_eval.TEST_SELECTED_LABEL in open(os.path.join(w, "report.txt")).read()
+
+    # the same checkpoint and episode list give the same accuracy twice (and equal the report)
+    a = oneshot_train.evaluate_checkpoint(c, w, step=3)
+    b = oneshot_train.evaluate_checkpoint(c, w, step=3)
+    np.testing.assert_array_equal(a["hits"], b["hits"])
+    assert a["accuracy"] == report["final"]["accuracy"] and a["ci95"] == report["final"]["ci95"]
+    v = oneshot_train.evaluate_checkpoint(c, w, best=True)
+    assert v["step"] == best["step"] and v["accuracy"] == report["validation_selected"]["accuracy"]
+
+    # without asking, no test-selected row
+    c2 = tiny(pre_workdir, total_tasks=8)
+    c2.eval.report_test_selection = False
+    res2 = oneshot_train.train_and_evaluate(c2, str(tmp_path / "os2"))
+    assert "test_selected" not in res2["report"] and res2["report"]["validation_selected"]["step"] == 1
+
+
+def test_random_init_needs_no_pretraining_run_and_pretrained_init_needs_one(tmp_path):
+    c = tiny("")
+    with pytest.raises(ValueError, match="pretrain_workdir"):
+        oneshot_train.train_and_evaluate(c, str(tmp_path / "a"))
