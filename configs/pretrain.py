@@ -20,7 +20,9 @@ Commands and what to expect:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/mumae_local
     2-core CPU: ~4 min (20-40 clips/s). The logged loss (video + 0.5·Σ sensors, mean of 10 steps) falls
     from ~4.7 at step 10 to ~2.74 at step 300 (video ~0.85, sensors ~0.93-0.95); predicting the token
-    mean scores ~2.91. Checkpoints at steps 200 and 300, metrics.jsonl, tensorboard/.
+    mean scores ~2.91. Checkpoints at steps 200 and 300, metrics.jsonl, tensorboard/. Frozen-encoder
+    few-shot probes on 200 validation episodes at steps 100, 200, 300 (`fewshot/*` metrics, ~15-20 s
+    each; `--config.evals.fewshot.every_steps=0` turns them off).
   python main.py --config=configs/pretrain.py --config.batch_size=2 --config.total_steps=2 --workdir=...
     paper ViT-B shapes (122.7M parameters) on the synthetic data: ~1.5 min on a 2-core CPU, mostly
     compilation; the lr stays in warm-up (a warning says so).
@@ -101,6 +103,13 @@ def get_config(arg=None):
                       class_split_file="", shuffle=True, repeated_sampling=1)
     # repeated_sampling=k: k consecutive examples are different samples (start, crop) of one clip.
 
+    # ---- periodic evaluators (every_steps=0: off; when on, also at the last step) ----
+    # fewshot: frozen-encoder few-shot probes on the current params (mumae_jax/frozen_eval.py) over a
+    # fixed list of `num_episodes` 5-way 1-shot episodes of the `part` classes (drawn once, `seed`);
+    # seq_len=0: the pretraining num_frames (must be a multiple of the tubelet's 2 frames).
+    c.evals = dict(fewshot=dict(every_steps=0, part="validation", num_episodes=200, seed=0,
+                                probes=("prototype", "ridge"), seq_len=0, batch_size=32))
+
     if arg.runlocal:
         c.modality.video.num_frames = 8
         c.modality.video.image_size = 64
@@ -112,4 +121,5 @@ def get_config(arg=None):
         c.log_every_steps = 10
         c.checkpoint_every_steps = 100
         c.keep_checkpoints = 2
+        c.evals.fewshot.every_steps = 100  # ~15-20 s each on a 2-core CPU (312 validation clips)
     return c

@@ -1,8 +1,9 @@
 """Pretraining loop: `train_and_evaluate(config, workdir)`, callable from main.py, tests and notebooks.
 
 mesh -> input pipeline -> model -> sharded state (fresh or restored from the workdir) -> jitted step
--> loop with JSONL/TensorBoard metrics, progress bar, periodic/final orbax checkpoints and SIGTERM
-handling (save, then return).
+-> loop with JSONL/TensorBoard metrics, progress bar, periodic/final orbax checkpoints, the optional
+few-shot evaluator on the live params (config.evals.fewshot, `frozen_eval.PeriodicEvaluator`) and
+SIGTERM handling (save, then return).
 """
 from __future__ import annotations
 
@@ -124,6 +125,13 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
         start_step=start, **geometry)
     names = [s.name for s in model.specs]
+    fewshot = config.get("evals", {}).get("fewshot", None)
+    every_eval = int(fewshot.get("every_steps", 0)) if fewshot is not None else 0
+    evaluator = None
+    if every_eval > 0:
+        from mumae_jax import frozen_eval
+
+        evaluator = frozen_eval.PeriodicEvaluator(config, fewshot, mesh)  # episode list drawn once
 
     history, pending, preempted = [], [], False
     bar = tqdm.tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True,
@@ -153,6 +161,13 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
                     history.append({"step": step, **record})
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
                     pending, steps_since_log, t_log = [], 0, time.perf_counter()
+                if evaluator is not None and (step % every_eval == 0 or step == total):
+                    record = evaluator(state["params"])
+                    writer.write(step, record)
+                    if history and history[-1]["step"] == step:  # same step as the training record
+                        history[-1].update(record)
+                    else:
+                        history.append({"step": step, **record})
                 if last or step % config.checkpoint_every_steps == 0:
                     _raise_if_nonfinite(state)
                     ckpt.save(step, state, {"step": step, "total_steps": total})

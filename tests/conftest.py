@@ -27,6 +27,7 @@ def make_tiny_config(**overrides):
     c.progress_bar = False
     c.data.num_subjects = 2
     c.data.num_sessions = 1
+    c.evals.fewshot.every_steps = 0  # on in runlocal; tests that want it turn it on
     for k, v in overrides.items():
         c[k] = v
     return c

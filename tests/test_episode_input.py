@@ -92,3 +92,24 @@ def test_mmact_episodes(tmp_path):
     ts, vals = T.sensor_data(episodes.instance_of_clip(ep.query[0]), "gyro", 20 / T.FPS)
     np.testing.assert_allclose(b["query_gyro"][0], sensor_ops.preprocess_sensor(vals.astype(np.float32), 128),
                                atol=1e-5)
+
+
+def test_clip_input_equals_the_clip_inside_an_eval_episode():
+    _, elist = _synthetic_list(n=2)
+    it = episode_input.build_episode_input(SYN, elist, sensors=synthetic.SENSORS, train=False, **GEOM)
+    ep_batch = next(it)
+    it.close()
+    names = [*elist[0].support, *elist[0].query]  # 6 clips: one full batch of 4 and a padded one
+    clip_it = episode_input.build_clip_input(SYN, names, sensors=synthetic.SENSORS, batch_size=4, **GEOM)
+    got = list(clip_it)
+    clip_it.close()
+    assert len(got) == 2 and got[0]["video"].shape == (4, 4, 32, 32, 3)
+    np.testing.assert_array_equal(np.concatenate([b["index"] for b in got]), [0, 1, 2, 3, 4, 5, -1, -1])
+    video = np.concatenate([b["video"] for b in got])
+    np.testing.assert_array_equal(video[:5], ep_batch["support_video"])
+    np.testing.assert_array_equal(video[5], ep_batch["query_video"][0])
+    np.testing.assert_array_equal(video[6], video[5])  # padding repeats the last clip
+    for s in synthetic.SENSORS:
+        sens = np.concatenate([b[s] for b in got])
+        np.testing.assert_array_equal(sens[:5], ep_batch[f"support_{s}"])
+        np.testing.assert_array_equal(sens[5], ep_batch[f"query_{s}"][0])

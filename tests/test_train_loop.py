@@ -67,3 +67,19 @@ def test_batch_not_divisible_by_devices_fails(tiny_config, tmp_path):
     tiny_config.batch_size = 6
     with pytest.raises(ValueError, match="batch_size=6 must be divisible by the number of devices"):
         train.train_and_evaluate(tiny_config, str(tmp_path))
+
+
+def test_periodic_fewshot_evaluation_is_logged_and_deterministic(tiny_config, tmp_path):
+    from mumae_jax import frozen_eval
+
+    tiny_config.total_steps = 2
+    tiny_config.evals.fewshot.update(every_steps=2, num_episodes=6, batch_size=16)
+    out = train.train_and_evaluate(tiny_config, str(tmp_path))
+    logged = [r for r in metrics.read_jsonl(os.path.join(tmp_path, "metrics.jsonl")) if "fewshot/ridge_accuracy" in r]
+    assert [r["step"] for r in logged] == [2]
+    assert "loss" in out["history"][-1] and "fewshot/ridge_accuracy" in out["history"][-1]  # main.py reads it
+    for p in ("prototype", "ridge"):
+        assert 0 <= logged[0][f"fewshot/{p}_accuracy"] <= 100 and logged[0][f"fewshot/{p}_ci95"] >= 0
+    evaluator = frozen_eval.PeriodicEvaluator(tiny_config, tiny_config.evals.fewshot)
+    again = [evaluator(out["state"]["params"]) for _ in range(2)]
+    assert again[0] == again[1] == {k: v for k, v in logged[0].items() if k.startswith("fewshot/")}

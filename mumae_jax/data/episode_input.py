@@ -13,6 +13,9 @@ An element (one episode, M = N·K + Q clips):
   support_<sensor> [N·K, sensor_length, 3], query_<sensor> [Q, sensor_length, 3];
   support_labels int32 [N·K], query_labels int32 [Q] (episode labels 0..N-1),
   global_labels int32 [N] (global class ids of the episode's classes), episode int64 [].
+
+`build_clip_input` reads single clips (in batches) with the evaluation processing of an episode clip,
+for frozen-feature evaluation (features extracted once per clip).
 """
 from __future__ import annotations
 
@@ -107,6 +110,29 @@ class _MmactClips:
                         for s in self.sensors}
 
 
+def _clip_source(data_cfg, sensors, seq_len, sensor_length, resize_to, split):
+    """The clip reader of `data_cfg` (synthetic or prepared MMAct)."""
+    name = data_cfg["name"]
+    if name == "synthetic":
+        return _SyntheticClips(data_cfg, sensors, seq_len, sensor_length, resize_to)
+    if name == "mmact":
+        return _MmactClips(data_cfg, sensors, seq_len, sensor_length, split)
+    raise ValueError(f"unsupported dataset name {name!r}; supported: synthetic, mmact")
+
+
+def _process_clip(clips, clip_id, seed, train, *, sensors, seq_len, image_size, resize_to, sensor_length):
+    """One clip -> {"video" [seq_len, S, S, 3] float32 in [0, 1], <sensor> [sensor_length, 3]}.
+
+    `seed` [2, 2] int64: (frame-jitter seed, flip seed), used only when `train`.
+    """
+    frames, sens = clips.clip(clip_id, seed[0], train)
+    frames = video_ops.oneshot_clip_transform(frames, seed[1] if train else None, resize_to, image_size)
+    out = {"video": tf.ensure_shape(frames, (seq_len, image_size, image_size, 3))}
+    for s in sensors:
+        out[s] = tf.ensure_shape(sens[s], (sensor_length, 3))
+    return out
+
+
 def build_episode_input(data_cfg, episode_list: Sequence[E.Episode], *, sensors: Sequence[str], train: bool,
                         seed: int = 0, seq_len: int = 8, image_size: int = 224, resize_to: int = 256,
                         sensor_length: int = 128, split: str = "meta_test", start: int = 0,
@@ -121,13 +147,9 @@ def build_episode_input(data_cfg, episode_list: Sequence[E.Episode], *, sensors:
     nk, nq, way = len(first.support), len(first.query), len(first.classes)
     if any((len(e.support), len(e.query), len(e.classes)) != (nk, nq, way) for e in episode_list):
         raise ValueError("all episodes of a list must have the same way, shot and query count")
-    name = data_cfg["name"]
-    if name == "synthetic":
-        clips = _SyntheticClips(data_cfg, sensors, seq_len, sensor_length, resize_to)
-    elif name == "mmact":
-        clips = _MmactClips(data_cfg, sensors, seq_len, sensor_length, split)
-    else:
-        raise ValueError(f"unsupported dataset name {name!r}; supported: synthetic, mmact")
+    clips = _clip_source(data_cfg, sensors, seq_len, sensor_length, resize_to, split)
+    geometry = dict(sensors=tuple(sensors), seq_len=seq_len, image_size=image_size, resize_to=resize_to,
+                    sensor_length=sensor_length)
     m = nk + nq
     ids = clips.ids([c for e in episode_list for c in (*e.support, *e.query)]).reshape(len(episode_list), m)
     support_labels = np.asarray([e.support_labels for e in episode_list], np.int32)
@@ -136,14 +158,9 @@ def build_episode_input(data_cfg, episode_list: Sequence[E.Episode], *, sensors:
     n_ep = len(episode_list)
 
     def process(k):
-        e = k // m
         clip_seed = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), k]), 2)
-        frames, sens = clips.clip(tf.gather(tf.reshape(ids, [-1]), k), clip_seed[0], train)
-        frames = video_ops.oneshot_clip_transform(frames, clip_seed[1] if train else None, resize_to, image_size)
-        out = {"video": tf.ensure_shape(frames, (seq_len, image_size, image_size, 3))}
-        for s in sensors:
-            out[s] = tf.ensure_shape(sens[s], (sensor_length, 3))
-        out["episode"] = e
+        out = _process_clip(clips, tf.gather(tf.reshape(ids, [-1]), k), clip_seed, train, **geometry)
+        out["episode"] = k // m
         return out
 
     def assemble(b):
@@ -161,4 +178,38 @@ def build_episode_input(data_cfg, episode_list: Sequence[E.Episode], *, sensors:
         ds = ds.repeat()
     ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(m, drop_remainder=True).map(assemble).prefetch(tf.data.AUTOTUNE)
+    return input_pipeline.BatchIterator(ds)
+
+
+def build_clip_input(data_cfg, clip_names: Sequence[str], *, sensors: Sequence[str], seq_len: int = 8,
+                     image_size: int = 224, resize_to: int = 256, sensor_length: int = 128,
+                     split: str = "meta_test", batch_size: int = 32) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of the clips `clip_names`, in order, processed exactly as a clip of an evaluation episode.
+
+    Each batch: {"video" [B, seq_len, S, S, 3] float32 in [0, 1], <sensor> [B, sensor_length, 3],
+    "index" int64 [B] (position in `clip_names`; -1 for padding)}. The last batch is padded to
+    `batch_size` by repeating the last clip. `split` as in `build_episode_input`.
+    """
+    if not len(clip_names):
+        raise ValueError("no clips to read")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    clips = _clip_source(data_cfg, sensors, seq_len, sensor_length, resize_to, split)
+    geometry = dict(sensors=tuple(sensors), seq_len=seq_len, image_size=image_size, resize_to=resize_to,
+                    sensor_length=sensor_length)
+    n = len(clip_names)
+    padded = -(-n // batch_size) * batch_size
+    ids = clips.ids(list(clip_names))
+    ids = np.concatenate([ids, np.full(padded - n, ids[-1], ids.dtype)])
+    index = np.concatenate([np.arange(n), np.full(padded - n, -1)]).astype(np.int64)
+    no_seed = tf.zeros((2, 2), tf.int64)
+
+    def process(k):
+        out = _process_clip(clips, tf.gather(ids, k), no_seed, False, **geometry)
+        out["index"] = tf.gather(index, k)
+        return out
+
+    input_pipeline.hide_gpus_from_tf()
+    ds = tf.data.Dataset.range(padded).map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return input_pipeline.BatchIterator(ds)
