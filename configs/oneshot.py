@@ -14,7 +14,7 @@ models are selected on VALIDATION classes and evaluated on a fixed, saved test e
 Arguments (`--config=configs/oneshot.py:runlocal,init=random`):
   data=synthetic|mmact   embedded synthetic data (default) or prepared MMAct (set data.dir).
   init=pretrained|random the MAE encoder (and TimeSformer) from `init.pretrain_workdir`, or random.
-  runlocal               tiny CPU run (4 frames of 64², 16 tasks/update, 40 updates, small eval lists).
+  runlocal               tiny CPU run (4 frames of 64², 8 tasks/update, 40 updates, small eval lists).
 
 Commands:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/pre
@@ -87,10 +87,10 @@ def get_config(arg=None):
         c.init.pretrain_config = "runlocal"
         c.episodes.update(seq_len=4, image_size=64, resize_to=72)
         c.model.update(fused_dim=192, channels=48, sensor_dim=32)
-        c.tasks_per_batch = 16
-        c.total_tasks = 640
+        c.tasks_per_batch = 8
+        c.total_tasks = 320
         c.lr = 0.05
         c.log_every_steps = 5
         c.checkpoint_every_steps = 20
-        c.eval.update(every_tasks=320, val_episodes=100, test_episodes=300, batch_episodes=16)
+        c.eval.update(every_tasks=160, val_episodes=100, test_episodes=300, batch_episodes=16)
     return c

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import tqdm
 
-from mumae_jax import checkpointing, episode_eval, episodic, metrics, pretrained, sharding, train
+from mumae_jax import checkpointing, episode_eval, episodic, frozen_eval, metrics, pretrained, sharding, train
 from mumae_jax.data import episodes as E
 from mumae_jax.data import splits
 from mumae_jax.models import mae_features, timesformer, variants
@@ -79,19 +79,11 @@ def pretrained_params(config, params, pretrain_params) -> tuple[dict, dict]:
 # ----------------------------------------------------------------------------------------------------
 
 def class_split(config) -> splits.ClassSplit:
-    cs = config.class_split
-    f = config.data.get("class_split_file", "")
-    return splits.ClassSplit.from_file(f) if f else splits.mumae_split3_with_validation(cs.num_val, cs.seed)
+    return frozen_eval.class_split(config.data, config.class_split.num_val, config.class_split.seed)
 
 
 def records(config) -> list:
-    if config.data.name == "synthetic":
-        from mumae_jax.data import input_pipeline
-
-        return input_pipeline.make_dataset({**config.data.to_dict(), "split": "all"})[1]
-    from mumae_jax.data import mmact_tfds
-
-    return mmact_tfds.kept_records(config.data.dir)
+    return frozen_eval.records(config.data)
 
 
 def _draw(config, recs, cs, part: str, num: int, seed: int) -> E.EpisodeList:
