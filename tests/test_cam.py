@@ -196,7 +196,7 @@ def test_shapes_and_param_tree(n_query):
     assert v["params"]["cam"]["meta"]["conv1"]["kernel"].shape == (1, 1, P, 6)
     assert v["params"]["cam"]["meta"]["conv2"]["kernel"].shape == (1, 1, 6, P)
     assert v["params"]["global_classifier"]["kernel"].shape == (C, 33)
-    assert set(upd["batch_stats"]["cam"]["meta"]["bn"]) == {"mean", "var"}
+    assert set(upd["batch_stats"]["cam"]["meta"]["bn"]) == {"mean", "var", "count"}
     # [N, 768] -> [N, 192, 1, 2, 2] inputs give the same result as [N, 192, 4].
     s5 = cam.to_channel_positions(jnp.asarray(s.reshape(WAY, -1)))
     q5 = cam.to_channel_positions(jnp.asarray(q.reshape(n_query, -1)))
@@ -215,7 +215,8 @@ def test_classifier_matches_numpy_reference(n_query):
     rng = np.random.default_rng(0)
     v = jax.tree_util.tree_map(lambda x: x, v)
     v["batch_stats"]["cam"]["meta"]["bn"] = {"mean": jnp.asarray(rng.normal(size=6) * 0.1, jnp.float32),
-                                             "var": jnp.asarray(rng.uniform(0.5, 2, size=6), jnp.float32)}
+                                             "var": jnp.asarray(rng.uniform(0.5, 2, size=6), jnp.float32),
+                                             "count": jnp.asarray(0, jnp.int32)}
     v["params"]["cam"]["meta"]["bn"] = {"scale": jnp.asarray(rng.uniform(0.5, 1.5, size=6), jnp.float32),
                                         "bias": jnp.asarray(rng.normal(size=6) * 0.1, jnp.float32)}
     perm = np.array([3, 0, 4, 1, 2])
