@@ -324,5 +324,5 @@ def _final_report(config, state, step, best_ckpt, abstract, history, test_eval, 
             json.dump(report, f, indent=1)
         with open(os.path.join(workdir, "report.txt"), "w", encoding="utf-8") as f:
             f.write(text + "\n")
-    log.info("one-shot report:\n%s", text)
+    log.info("one-shot report written to %s", os.path.join(workdir, "report.txt"))
     return report

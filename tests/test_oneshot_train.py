@@ -66,6 +66,11 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
     v = oneshot_train.evaluate_checkpoint(c, w, best=True)
     assert v["step"] == best["step"] and v["accuracy"] == report["validation_selected"]["accuracy"]
 
+    # a finished run resumes from its last checkpoint, trains nothing and reports the same numbers
+    again = oneshot_train.train_and_evaluate(c, w)
+    assert again["step"] == 3 and again["report"]["final"] == report["final"]
+    assert again["report"]["validation_selected"] == report["validation_selected"]
+
     # without asking, no test-selected row
     c2 = tiny(pre_workdir, total_tasks=8)
     c2.eval.report_test_selection = False
