@@ -149,15 +149,14 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     model = build_model(config, pretrain_config(config))
     total = math.ceil(config.total_tasks / t)
     cs, recs = class_split(config), records(config)
-    train_list = _draw(config, recs, cs, "base", total * t, config.seed)
+    test_list = eval_list(config, recs, cs, workdir, "test")
     ep = config.episodes
-    episode = episodic.dummy_episode(model, len(train_list[0].support), len(train_list[0].query), ep.seq_len,
+    episode = episodic.dummy_episode(model, len(test_list[0].support), len(test_list[0].query), ep.seq_len,
                                      ep.image_size, ep.sensor_length)
     tx = optax.sgd(config.lr)
     init, abstract, state_sh = episodic.state_initializer(model, tx, jax.random.key(config.seed), mesh, episode)
-    return dict(model=model, total=total, tasks=t, train_list=train_list,
-                val_list=eval_list(config, recs, cs, workdir, "val"),
-                test_list=eval_list(config, recs, cs, workdir, "test"),
+    return dict(model=model, total=total, tasks=t, class_split=cs, records=recs,
+                val_list=eval_list(config, recs, cs, workdir, "val"), test_list=test_list,
                 tx=tx, init=init, abstract=abstract, state_sh=state_sh)
 
 
@@ -196,7 +195,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     s = _setup(config, workdir, mesh)
     model, total, t, tx = s["model"], s["total"], s["tasks"], s["tx"]
-    train_list, val_list, test_list = s["train_list"], s["val_list"], s["test_list"]
+    val_list, test_list = s["val_list"], s["test_list"]
+    # drawn only here: evaluating a checkpoint does not need the (paper: 256,020-episode) training list
+    train_list = _draw(config, s["records"], s["class_split"], "base", total * t, config.seed)
     init, abstract, state_sh = s["init"], s["abstract"], s["state_sh"]
     eval_every = max(1, round(config.eval.every_tasks / t))
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
