@@ -76,7 +76,18 @@ def get_config(arg=None):
     # ---- model ----
     c.model = dict(variant=arg.variant, width=0, depth=0, num_heads=0, mlp_dim=0, decoder_width=0,
                    decoder_depth=4, decoder_heads=0, decoder_mlp_dim=0, drop_path=0.0,
-                   attention_impl="")
+                   attention_impl="", layer_norm_eps=1e-6, decoder_norm_eps=0.0)
+    # decoder_norm_eps=0: same as layer_norm_eps (official); converted Hugging Face models set both.
+
+    # ---- initialisation ----
+    # model_init: start from the parameters of a pretraining workdir or of a converted checkpoint
+    # (`python -m mumae_jax.tools.convert`); only at step 0 (a resumed run restores its own checkpoint).
+    # Every parameter must be present with its shape; model_init_fresh names path prefixes that may
+    # stay freshly initialised instead (e.g. ('decoder_', 'mask_token', 'encoder_to_decoder') for an
+    # encoder-only checkpoint). Position tables are fixed sin-cos, rebuilt for this config's geometry.
+    c.model_init = ""
+    c.model_init_step = -1
+    c.model_init_fresh = ()
     c.modalities = ("video",) + (SENSORS if arg.modalities == "all" else ())
     sensor = dict(kind="sensor", length=128, channels=3, num_tokens=16, patching="strided",
                   mask_type="random", mask_ratio=0.9, mask_group="sensors", align_to="",

@@ -130,7 +130,7 @@ def test_wrong_shape_names_key_and_shapes(setup):
     model, params = setup
     sd = ok.to_official(params, model.specs)
     sd["mask_token"] = np.zeros((1, 1, 16), np.float32)
-    with pytest.raises(ValueError, match=r"mask_token official \(1, 1, 16\) expected \(1, 1, 32\)"):
+    with pytest.raises(ValueError, match=r"mask_token has \(1, 1, 16\), the model needs \(1, 1, 32\)"):
         ok.from_official(sd, params, model.specs)
     back, report = ok.from_official(sd, params, model.specs, skip=("mask_token",))
     assert report["mismatched"] == [("mask_token", (1, 1, 16), (1, 1, 32))]

@@ -35,12 +35,14 @@ class ModalityDecoder(nn.Module):
     num_masked: int
     dtype: jnp.dtype = jnp.float32
     attention_impl: Optional[str] = None
+    ln_eps: float = vit.LN_EPS
+    norm_eps: float = vit.LN_EPS
 
     @nn.compact
     def __call__(self, x):
         x = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, final_norm=False, dtype=self.dtype,
-                            attention_impl=self.attention_impl, name="blocks")(x)
-        x = nn.LayerNorm(epsilon=vit.LN_EPS, dtype=self.dtype, name="norm")(x[:, -self.num_masked:])
+                            attention_impl=self.attention_impl, ln_eps=self.ln_eps, name="blocks")(x)
+        x = nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, name="norm")(x[:, -self.num_masked:])
         return nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=vit.dense_init, name="head")(x)
 
 
@@ -50,6 +52,10 @@ class MultimodalMAE(nn.Module):
     Call with `inputs` {name: video [B,T,H,W,C] or sensor [B,L,C]} and `masks` {name: bool [B, N_m]}
     (True = masked; exactly `spec.num_masked` per example). Returns {name: [B, n_masked_m, token_dim_m]}
     predictions for the masked tokens in ascending token order.
+
+    `layer_norm_eps` is used by every LayerNorm except the decoders' final one (`decoder_norm_eps`); both
+    are 1e-6 in the official code, while Hugging Face VideoMAE uses its config's `layer_norm_eps` and a
+    fixed 1e-5 for the decoder norm.
     """
 
     specs: Sequence[ModalitySpec]
@@ -64,12 +70,15 @@ class MultimodalMAE(nn.Module):
     drop_path: float = 0.0
     dtype: jnp.dtype = jnp.float32
     attention_impl: Optional[str] = None
+    layer_norm_eps: float = vit.LN_EPS
+    decoder_norm_eps: float = vit.LN_EPS
 
     def setup(self):
         self.embeds = {s.name: tokenizers.make_embed(s, self.width, self.dtype, name=f"embed_{s.name}")
                        for s in self.specs}
         self.encoder = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, self.drop_path,
-                                       dtype=self.dtype, attention_impl=self.attention_impl, name="encoder")
+                                       dtype=self.dtype, attention_impl=self.attention_impl,
+                                       ln_eps=self.layer_norm_eps, name="encoder")
         self.encoder_to_decoder = nn.Dense(self.decoder_width, use_bias=False, dtype=self.dtype,
                                            kernel_init=vit.dense_init, name="encoder_to_decoder")
         self.mask_token = self.param("mask_token", nn.initializers.truncated_normal(0.02),
@@ -77,7 +86,7 @@ class MultimodalMAE(nn.Module):
         self.decoders = {
             s.name: ModalityDecoder(self.decoder_depth, self.decoder_heads, self.decoder_mlp_dim,
                                     s.token_dim, s.num_masked, self.dtype, self.attention_impl,
-                                    name=f"decoder_{s.name}")
+                                    self.layer_norm_eps, self.decoder_norm_eps, name=f"decoder_{s.name}")
             for s in self.specs
         }
 
@@ -124,4 +133,10 @@ def from_config(config) -> MultimodalMAE:
         raise ValueError(f"config.compute_dtype={config.compute_dtype!r}, expected 'float32' or 'bfloat16'")
     impl = config.model.get("attention_impl", "") or None
     return MultimodalMAE(specs=specs, drop_path=float(config.model.get("drop_path", 0.0)), dtype=dtype,
-                         attention_impl=impl, **sizes)
+                         attention_impl=impl, **layer_norm_eps(config.model), **sizes)
+
+
+def layer_norm_eps(model_cfg) -> dict[str, float]:
+    """{'layer_norm_eps', 'decoder_norm_eps'} from `config.model` (default 1e-6; decoder: same as encoder)."""
+    eps = float(model_cfg.get("layer_norm_eps", 0.0) or vit.LN_EPS)
+    return {"layer_norm_eps": eps, "decoder_norm_eps": float(model_cfg.get("decoder_norm_eps", 0.0) or eps)}

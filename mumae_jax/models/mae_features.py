@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mumae_jax.models import modality, posemb, tokenizers, variants, vit
+from mumae_jax.models import mae, modality, posemb, tokenizers, variants, vit
 from mumae_jax.models.modality import ModalitySpec
 
 
@@ -41,6 +41,7 @@ class MAEFeatureEncoder(nn.Module):
     normalize_video: bool = True
     dtype: jnp.dtype = jnp.float32
     attention_impl: Optional[str] = None
+    layer_norm_eps: float = vit.LN_EPS
 
     @nn.compact
     def __call__(self, inputs: Mapping[str, jnp.ndarray], deterministic: bool = True):
@@ -53,7 +54,8 @@ class MAEFeatureEncoder(nn.Module):
                 tokenizers.embed_input(s, x.astype(self.dtype)))
             tokens.append(t + jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype))
         x = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, self.drop_path, final_norm=False,
-                            dtype=self.dtype, attention_impl=self.attention_impl, name="encoder")(
+                            dtype=self.dtype, attention_impl=self.attention_impl, ln_eps=self.layer_norm_eps,
+                            name="encoder")(
             jnp.concatenate(tokens, axis=1), deterministic)
         x = jnp.mean(x.astype(jnp.float32), axis=1)
         return nn.LayerNorm(epsilon=vit.LN_EPS, name="fc_norm")(x)
@@ -89,7 +91,8 @@ def from_pretrain_config(pretrain_config, *, drop_path: float = 0.1, normalize_v
     sizes = variants.resolve(pretrain_config.model)
     return MAEFeatureEncoder(specs=oneshot_specs(pretrain_config, **geometry), width=sizes["width"],
                              depth=sizes["depth"], num_heads=sizes["num_heads"], mlp_dim=sizes["mlp_dim"],
-                             drop_path=drop_path, normalize_video=normalize_video, dtype=dtype)
+                             drop_path=drop_path, normalize_video=normalize_video, dtype=dtype,
+                             layer_norm_eps=mae.layer_norm_eps(pretrain_config.model)["layer_norm_eps"])
 
 
 FRESH = ("fc_norm",)  # parameters that never come from a pretraining checkpoint

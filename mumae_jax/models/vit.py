@@ -80,19 +80,24 @@ class Block(nn.Module):
     drop_path: float = 0.0
     dtype: jnp.dtype = jnp.float32
     attention_impl: Optional[str] = None
+    ln_eps: float = LN_EPS
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
-        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
+        y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
         y = Attention(self.num_heads, self.dtype, self.attention_impl, name="attn")(y)
         x = x + DropPath(self.drop_path, name="drop_path1")(y, deterministic)
-        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
+        y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
         y = Mlp(self.mlp_dim, self.dtype, name="mlp")(y)
         return x + DropPath(self.drop_path, name="drop_path2")(y, deterministic)
 
 
 class Transformer(nn.Module):
-    """`depth` Blocks (drop-path rate rising linearly to `drop_path`) and a final LayerNorm."""
+    """`depth` Blocks (drop-path rate rising linearly to `drop_path`) and a final LayerNorm.
+
+    `ln_eps` is the epsilon of every LayerNorm here (1e-6 as in the official code; Hugging Face VideoMAE
+    configs carry their own `layer_norm_eps`).
+    """
 
     depth: int
     num_heads: int
@@ -101,13 +106,14 @@ class Transformer(nn.Module):
     final_norm: bool = True
     dtype: jnp.dtype = jnp.float32
     attention_impl: Optional[str] = None
+    ln_eps: float = LN_EPS
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         for i in range(self.depth):
             rate = self.drop_path * i / max(self.depth - 1, 1)
-            x = Block(self.num_heads, self.mlp_dim, rate, self.dtype, self.attention_impl,
+            x = Block(self.num_heads, self.mlp_dim, rate, self.dtype, self.attention_impl, self.ln_eps,
                       name=f"block{i:02d}")(x, deterministic)
         if self.final_norm:
-            x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
+            x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
         return x

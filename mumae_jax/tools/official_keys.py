@@ -34,9 +34,9 @@ import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from flax import traverse_util
 
 from mumae_jax.models.modality import ModalitySpec
+from mumae_jax.tools import layouts
 
 # Our modality name -> (official embedding prefix, official decoder prefix).
 OFFICIAL_NAMES: dict[str, tuple[str, str]] = {
@@ -48,44 +48,6 @@ OFFICIAL_NAMES: dict[str, tuple[str, str]] = {
 }
 
 _LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias"}
-
-
-# Converters: (ours -> official, official -> ours) for each leaf kind.
-def _linear_to(x):
-    return np.ascontiguousarray(x.T)
-
-
-def _conv3d_to(x):
-    return np.ascontiguousarray(np.transpose(x, (4, 3, 0, 1, 2)))
-
-
-def _conv3d_from(x):
-    return np.ascontiguousarray(np.transpose(x, (2, 3, 4, 1, 0)))
-
-
-def _conv1d_to(x):
-    return np.ascontiguousarray(x.T[:, :, None])
-
-
-def _conv1d_from(x):
-    return np.ascontiguousarray(x[:, :, 0].T)
-
-
-def _same(x):
-    return x
-
-
-_CONVERT = {
-    "linear": (_linear_to, _linear_to),
-    "conv3d": (_conv3d_to, _conv3d_from),
-    "conv1d": (_conv1d_to, _conv1d_from),
-    "same": (_same, _same),
-}
-
-
-def _official_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The official shape of a leaf of our `shape` (shape-only version of the converters)."""
-    return _CONVERT[kind][0](np.empty(shape, np.float32)).shape
 
 
 def _block_leaf(rest: tuple[str, ...], prefix: str) -> tuple[str, str]:
@@ -161,21 +123,9 @@ def _order(key: str) -> tuple:
     return tuple(out)
 
 
-def _unwrap_params(params):
-    if isinstance(params, Mapping) and set(params) == {"params"}:
-        return params["params"], True
-    return params, False
-
-
 def to_official(params: Mapping[str, Any], specs: Sequence[ModalitySpec]) -> dict[str, np.ndarray]:
     """Our `MultimodalMAE` params (optionally wrapped in {'params': ...}) -> official state dict."""
-    params, _ = _unwrap_params(params)
-    out = {}
-    for path, leaf in traverse_util.flatten_dict(dict(params)).items():
-        key, kind = official_key(path, specs)
-        if key in out:
-            raise ValueError(f"two parameters map to the official key {key!r}")
-        out[key] = _CONVERT[kind][0](np.asarray(leaf, np.float32))
+    out = layouts.export(params, lambda path: official_key(path, specs))
     return {k: out[k] for k in sorted(out, key=_order)}
 
 
@@ -210,36 +160,16 @@ def from_official(state_dict: Mapping[str, Any], params_template: Mapping[str, A
     list raises ValueError unless all its keys are in `skip` (official key names); skipped entries
     keep the template value. Leaves come back as numpy arrays in the template's dtypes.
     """
-    if "model" in state_dict and isinstance(state_dict["model"], Mapping):
-        state_dict = state_dict["model"]
-    skip = set(skip)
+    state_dict = unwrap_checkpoint(state_dict)
     consumed: set[str] = set()
     sd = _qkv_bias_to_qv(dict(state_dict), consumed)
-    template, wrapped = _unwrap_params(params_template)
-    flat = traverse_util.flatten_dict(dict(template))
-    missing, mismatched, new, used = [], [], {}, set()
-    for path, leaf in flat.items():
-        key, kind = official_key(path, specs)
-        tmpl = np.asarray(leaf)
-        want = _official_shape(kind, tmpl.shape)
-        if key not in sd:
-            missing.append(key)
-            new[path] = tmpl
-            continue
-        used.add(key)
-        value = np.asarray(sd[key])
-        if tuple(value.shape) != want:
-            mismatched.append((key, tuple(value.shape), want))
-            new[path] = tmpl
-            continue
-        new[path] = _CONVERT[kind][1](value).astype(tmpl.dtype)
-    unexpected = sorted(k for k in sd if k not in used)
-    report = {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
-    bad = ([f"missing: {k}" for k in missing if k not in skip]
-           + [f"unexpected: {k}" for k in unexpected if k not in skip]
-           + [f"shape mismatch: {k} official {s} expected {e}" for k, s, e in mismatched if k not in skip])
-    if bad:
-        raise ValueError("official state dict does not match the model:\n  " + "\n  ".join(bad))
-    report["skipped"] = sorted({k for k in missing + unexpected + [m[0] for m in mismatched]})
-    params = traverse_util.unflatten_dict(new)
-    return ({"params": params} if wrapped else params), report
+    return layouts.strict_import(sd, params_template, lambda path: official_key(path, specs), skip,
+                                 source="official state dict")
+
+
+def unwrap_checkpoint(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The state dict inside an official training checkpoint ({'model': sd, ...} or {'module': sd, ...})."""
+    for k in ("model", "module", "state_dict"):
+        if k in obj and isinstance(obj[k], Mapping):
+            return obj[k]
+    return obj
