@@ -11,6 +11,7 @@ CORE = [
     "numpy>=2.0",
     "absl-py",
     "tqdm",
+    "safetensors>=0.4",  # reading and writing .safetensors state dicts without torch
     "tensorboard",  # event files are written with tensorboard's own writer (no TensorFlow needed)
 ]
 # The input pipeline (tf.data/TFDS) and the TensorBoard writer need TensorFlow; the model, masking,

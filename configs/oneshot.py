@@ -13,7 +13,8 @@ models are selected on VALIDATION classes and evaluated on a fixed, saved test e
 
 Arguments (`--config=configs/oneshot.py:runlocal,init=random`):
   data=synthetic|mmact   embedded synthetic data (default) or prepared MMAct (set data.dir).
-  init=pretrained|random the MAE encoder (and TimeSformer) from `init.pretrain_workdir`, or random.
+  init=pretrained|random the MAE encoder (and TimeSformer) from `model_init` (a pretraining workdir or
+                         a converted checkpoint; `init.pretrain_workdir` is the older name), or random.
   runlocal               tiny CPU run (4 frames of 64², 8 tasks/update, 40 updates, small eval lists).
 
 Commands:
@@ -44,11 +45,13 @@ def get_config(arg=None):
     c.seed = 0
 
     # ---- initialisation ----
-    # pretrain_workdir: a pretraining workdir (config.json + checkpoints/); its config gives the MAE
+    # model_init (older name: init.pretrain_workdir): a pretraining workdir (config.json + checkpoints/)
+    # or a converted checkpoint (python -m mumae_jax.tools.convert); its config gives the MAE
     # encoder's size and modalities. Without it (init=random only), `pretrain_config` (arguments of
     # configs/pretrain.py) gives the architecture.
     c.init = dict(mae=arg.init, video="mae" if arg.init == "pretrained" else "random", pretrain_workdir="",
                   pretrain_step=-1, pretrain_config="variant=S", tube_to_patch="sum")
+    c.model_init = ""
 
     # ---- model (spec §3.2-3.3) ----
     c.model = dict(mae_drop_path=0.1, video_drop_path=0.1, video_variant="", sensor_layout="transpose",

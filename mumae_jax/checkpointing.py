@@ -37,6 +37,12 @@ class Checkpointer:
         out = self.manager.restore(step, args=args)
         return out["state"], out["meta"]
 
+    def restore_as_saved(self, step: int) -> tuple[Any, dict]:
+        """Restores the tree as it was saved (numpy leaves on the host), without a target structure."""
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        out = self.manager.restore(step, args=args)
+        return out["state"], out["meta"]
+
     def wait(self):
         self.manager.wait_until_finished()
 

@@ -34,13 +34,23 @@ TFDS_SPLITS = {"base": "meta_train", "validation": "meta_val", "novel": "meta_te
 # Model
 # ----------------------------------------------------------------------------------------------------
 
+def init_source(config) -> str:
+    """Where the pretrained MAE weights come from: `config.model_init` or its older name
+    `config.init.pretrain_workdir` (a pretraining workdir or a converted checkpoint directory)."""
+    a, b = config.get("model_init", ""), config.init.pretrain_workdir
+    if a and b and os.path.abspath(a) != os.path.abspath(b):
+        raise ValueError(f"config.model_init={a!r} and config.init.pretrain_workdir={b!r} disagree; set one")
+    return a or b
+
+
 def pretrain_config(config):
     """The pretraining config that fixes the MAE encoder's architecture (see configs/oneshot.py)."""
-    if config.init.pretrain_workdir:
-        return pretrained.load_config(config.init.pretrain_workdir)
+    if init_source(config):
+        return pretrained.load_config(init_source(config))
     if config.init.mae == "pretrained" or config.init.video == "mae":
-        raise ValueError("config.init.mae='pretrained' / init.video='mae' need config.init.pretrain_workdir "
-                         "(a pretraining workdir); use configs/oneshot.py:init=random for random initialisation")
+        raise ValueError("config.init.mae='pretrained' / init.video='mae' need config.model_init (older name: "
+                         "config.init.pretrain_workdir), a pretraining workdir or a converted checkpoint; use "
+                         "configs/oneshot.py:init=random for random initialisation")
     from configs import pretrain
 
     return pretrain.get_config(config.init.pretrain_config)
@@ -213,7 +223,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     else:
         state = init()
         if config.init.mae == "pretrained" or config.init.video == "mae":
-            _, pparams, pstep = pretrained.load_params(config.init.pretrain_workdir, config.init.pretrain_step, mesh)
+            _, pparams, pstep = pretrained.load_params(init_source(config), config.init.pretrain_step, mesh)
             params, report = pretrained_params(config, state["params"], pparams)
             # via host copies: the conversion reuses arrays (one MAE kernel feeds both TimeSformer
             # attentions), and a donated state must not hold one buffer twice
@@ -222,9 +232,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                      "opt_state": jax.jit(tx.init, out_shardings=state_sh["opt_state"])(params)}
             if is_main:
                 with open(os.path.join(workdir, "init_report.json"), "w", encoding="utf-8") as f:
-                    json.dump({"pretrain_workdir": config.init.pretrain_workdir, "pretrain_step": pstep, **report},
+                    json.dump({"pretrain_workdir": init_source(config), "pretrain_step": pstep, **report},
                               f, indent=1)
-            log.info("initialised from %s step %d: %s", config.init.pretrain_workdir, pstep,
+            log.info("initialised from %s step %d: %s", init_source(config), pstep,
                      {k: len(v["loaded"]) for k, v in report.items()})
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:

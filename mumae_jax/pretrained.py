@@ -1,6 +1,8 @@
-"""Load a pretraining run (its config and the parameters of one checkpoint) for later stages.
+"""Load a pretraining run or a converted checkpoint (its config and parameters) for later stages.
 
-A pretraining workdir holds `config.json` (written by `train.train_and_evaluate`) and `checkpoints/<step>`.
+A pretraining workdir holds `config.json` (written by `train.train_and_evaluate`) and `checkpoints/<step>`
+with the whole train state; a converted directory (`python -m mumae_jax.tools.convert`, see
+`model_init.py`) has the same layout with parameters only.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any, Optional
 import jax
 import ml_collections as mlc
 
-from mumae_jax import checkpointing, optim, sharding, train_state
+from mumae_jax import checkpointing, model_init, optim, sharding, train_state
 from mumae_jax.models import mae
 
 
@@ -19,7 +21,8 @@ def load_config(workdir: str) -> mlc.ConfigDict:
     """The pretraining config saved in `workdir/config.json`."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: expected a pretraining workdir written by main.py")
+        raise FileNotFoundError(f"{path} not found: expected a pretraining workdir written by main.py or a "
+                                "directory written by python -m mumae_jax.tools.convert")
     with open(path, encoding="utf-8") as f:
         return mlc.ConfigDict(json.load(f))
 
@@ -27,7 +30,8 @@ def load_config(workdir: str) -> mlc.ConfigDict:
 def load_params(workdir: str, step: Optional[int] = None, mesh=None) -> tuple[mlc.ConfigDict, Any, int]:
     """(pretraining config, params of the `MultimodalMAE`, step) from the latest (or given) checkpoint.
 
-    Parameters come back replicated over `mesh` (default: all devices).
+    Parameters come back replicated over `mesh` (default: all devices). A converted directory may hold
+    an encoder-only subset of the parameters.
     """
     config = load_config(workdir)
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -39,10 +43,14 @@ def load_params(workdir: str, step: Optional[int] = None, mesh=None) -> tuple[ml
         step = max(steps) if step is None or step < 0 else int(step)
         if step not in steps:
             raise FileNotFoundError(f"no checkpoint for step {step} in {ckpt_dir}; available: {sorted(steps)}")
+        mesh = mesh if mesh is not None else sharding.make_mesh()
+        if model_init.is_converted(workdir):
+            state, _ = ckpt.restore_as_saved(step)
+            params = jax.device_put(state["params"], sharding.replicated(mesh))
+            return config, params, step
         model = mae.from_config(config)
         tx, _ = optim.make_optimizer(config, 2, 1)  # the schedule does not change the state's structure
-        _, abstract, _ = train_state.train_state_initializer(
-            model, tx, jax.random.key(0), mesh if mesh is not None else sharding.make_mesh())
+        _, abstract, _ = train_state.train_state_initializer(model, tx, jax.random.key(0), mesh)
         state, _ = ckpt.restore(step, abstract)
     finally:
         ckpt.close()

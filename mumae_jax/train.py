@@ -7,6 +7,7 @@ SIGTERM handling (save, then return).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import jax
 import numpy as np
 import tqdm
 
-from mumae_jax import checkpointing, metrics, optim, sharding, train_state
+from mumae_jax import checkpointing, metrics, model_init, optim, sharding, train_state
 from mumae_jax.models import mae
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,23 @@ def _raise_if_nonfinite(state):
                                  f"No checkpoint was written for step {bad} or later.")
 
 
+def _apply_model_init(config, state, tx, state_sh, mesh, workdir: str, is_main: bool):
+    """Replaces the fresh parameters by those of `config.model_init` (strict; see model_init.py)."""
+    from mumae_jax import pretrained
+
+    _, source, step = pretrained.load_params(config.model_init, config.get("model_init_step", -1), mesh)
+    params, report = model_init.apply(jax.device_get(state["params"]), jax.device_get(source),
+                                      config.get("model_init_fresh", ()))
+    params = jax.device_put(params, state_sh["params"])
+    state = {**state, "params": params, "opt_state": jax.jit(tx.init, out_shardings=state_sh["opt_state"])(params)}
+    if is_main:
+        with open(os.path.join(workdir, "model_init_report.json"), "w", encoding="utf-8") as f:
+            json.dump({"model_init": config.model_init, "step": step, **report}, f, indent=1)
+    log.info("parameters from %s (step %d): %d loaded, %d kept fresh, %d ignored", config.model_init, step,
+             len(report["loaded"]), len(report["kept_init"]), len(report["ignored"]))
+    return state
+
+
 def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int], None]] = None) -> dict:
     """Pretrains per `config`, writing checkpoints and metrics under `workdir`.
 
@@ -112,6 +130,8 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
         log.info("resumed from %s at step %d", ckpt.directory, start)
     else:
         state = init()
+        if config.get("model_init", ""):
+            state = _apply_model_init(config, state, tx, state_sh, mesh, workdir, is_main)
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             f.write(config.to_json_best_effort(indent=2))

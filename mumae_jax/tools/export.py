@@ -1,0 +1,98 @@
+"""Export a pretraining run (or a converted directory) back to PyTorch layouts.
+
+  python -m mumae_jax.tools.export --src /tmp/pretrain_run --dst mumae.pth --format official
+  python -m mumae_jax.tools.export --src /tmp/pretrain_run --dst videomae.pth --format videomae
+  python -m mumae_jax.tools.export --src /tmp/pretrain_run --dst hf_folder/ --format hf
+
+official   the official Mu-MAE `PretrainVisionTransformer` state dict, saved as {'model': sd, 'epoch': step}
+           (.pth; .safetensors / .npz hold the bare state dict). Needs all five Mu-MAE modalities.
+videomae   the official VideoMAE pretraining state dict of the video modality (sensor weights dropped).
+hf         a `transformers` `VideoMAEForPreTraining` folder (config.json + model.safetensors) of the video
+           modality, loadable with `VideoMAEForPreTraining.from_pretrained(dst)`; an encoder-only source
+           gives a `VideoMAEModel` folder.
+Conversion back with `python -m mumae_jax.tools.convert` gives the same parameters bit for bit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+
+from mumae_jax.tools import state_dict_io
+
+FORMATS = ("official", "videomae", "hf")
+
+
+def _video_only(config, params):
+    """(video-only pretraining config, params without the sensor modalities)."""
+    config = config.copy_and_resolve_references()
+    videos = [n for n in config.modalities if config.modality[n].kind == "video"]
+    if len(videos) != 1:
+        raise ValueError(f"VideoMAE layouts need exactly one video modality; the model has {videos}")
+    sensors = [n for n in config.modalities if n not in videos]
+    config.modalities = tuple(videos)
+    keep = {k: v for k, v in params.items() if not any(k in (f"embed_{s}", f"decoder_{s}") for s in sensors)}
+    return config, keep
+
+
+def export(src: str, dst: str, fmt: str, step: Optional[int] = None) -> dict:
+    """Writes `dst` in layout `fmt` from the checkpoint `step` (default latest) of `src`; returns a summary."""
+    from mumae_jax import pretrained
+    from mumae_jax.models import modality
+    from mumae_jax.tools import hf_keys, official_keys
+
+    if fmt not in FORMATS:
+        raise ValueError(f"--format={fmt!r}; expected one of {FORMATS}")
+    config, params, step = pretrained.load_params(src, step)
+    params = jax.tree.map(np.asarray, jax.device_get(params))
+    if fmt in ("videomae", "hf"):
+        config, params = _video_only(config, params)
+    specs = modality.specs_from_config(tuple(config.modalities), config.modality)
+    encoder_only = not any(k.startswith("decoder_") for k in params)
+    if fmt == "hf":
+        sd = hf_keys.to_hf(params, encoder_only=encoder_only, prefix="" if encoder_only else "videomae.")
+        os.makedirs(dst, exist_ok=True)
+        hf_cfg = hf_keys.hf_config(config)
+        hf_cfg.update(model_type="videomae",
+                      architectures=["VideoMAEModel" if encoder_only else "VideoMAEForPreTraining"])
+        with open(os.path.join(dst, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(hf_cfg, f, indent=2)
+        state_dict_io.save_state_dict(sd, os.path.join(dst, "model.safetensors"))
+    else:
+        if fmt == "official" and len(specs) != 5:
+            raise ValueError(f"--format official needs the five Mu-MAE modalities; the model has "
+                             f"{[s.name for s in specs]} (use --format videomae for video only)")
+        sd = official_keys.to_official(params, specs)
+        state_dict_io.save_state_dict(sd, dst, wrap_model=True, metadata={"epoch": int(step)})
+    return {"src": src, "dst": dst, "format": fmt, "step": int(step), "tensors": len(sd),
+            "encoder_only": encoder_only}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mumae_jax.tools.export", description=__doc__.split("\n")[0])
+    p.add_argument("--src", required=True, help="pretraining workdir or converted directory")
+    p.add_argument("--dst", required=True, help=".pth/.safetensors/.npz file, or a folder for --format hf")
+    p.add_argument("--format", default="official", choices=FORMATS)
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        out = export(a.src, a.dst, a.format, a.step)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{out['src']} (step {out['step']}) -> {out['dst']} ({out['format']}, {out['tensors']} tensors"
+          f"{', encoder only' if out['encoder_only'] else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
