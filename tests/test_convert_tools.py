@@ -217,3 +217,53 @@ def test_oneshot_stage_accepts_a_converted_checkpoint(tiny, converted):
     _, loaded, _ = pretrained.load_params(converted)
     _, report = timesformer.init_from_mae(ts_params, jax.device_get(loaded))
     assert report["loaded"] and not any("norm" == k for k in report["kept_init"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hugging Face folders through the commands
+# ---------------------------------------------------------------------------------------------------
+
+HF_SMALL = dict(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=64, num_hidden_layers=2,
+                num_attention_heads=2, intermediate_size=128, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                decoder_num_attention_heads=2, decoder_intermediate_size=64, norm_pix_loss=True)
+
+
+def _hf_model(cls, seed=0, **kw):
+    import transformers
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls)(transformers.VideoMAEConfig(**HF_SMALL, **kw)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape))
+    return model
+
+
+def test_hf_folder_converts_and_exports_back_bit_exactly(tmp_path):
+    import transformers
+
+    hf = _hf_model("VideoMAEForPreTraining", use_mean_pooling=False)
+    hf.save_pretrained(tmp_path / "hf")
+    dst = str(tmp_path / "converted")
+    assert convert.main(["--src", str(tmp_path / "hf"), "--dst", dst]) == 0
+    cfg = pretrained.load_config(dst)
+    assert (cfg.modalities, cfg.model.width, cfg.model.num_heads, cfg.model.decoder_norm_eps) == (
+        ["video"], 64, 2, 1e-5)
+    assert export.main(["--src", dst, "--dst", str(tmp_path / "back"), "--format", "hf"]) == 0
+    back = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "back").eval()
+    a, b = hf.state_dict(), back.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert back.config.layer_norm_eps == hf.config.layer_norm_eps and back.config.use_mean_pooling is False
+
+
+def test_hf_mean_pooling_encoder_converts_without_final_norm(tmp_path):
+    hf = _hf_model("VideoMAEModel", use_mean_pooling=True)
+    hf.save_pretrained(tmp_path / "hf")
+    dst = str(tmp_path / "converted")
+    assert convert.main(["--src", str(tmp_path / "hf"), "--dst", dst]) == 0
+    report = json.load(open(os.path.join(dst, "conversion_report.json")))
+    assert report["format"] == "hf" and report["encoder_only"] is True and report["unexpected"] == []
+    _, params, _ = pretrained.load_params(dst)
+    assert sorted(params) == ["embed_video", "encoder"] and "norm" not in params["encoder"]
+    w = hf.state_dict()["encoder.layer.1.intermediate.dense.weight"].numpy()
+    assert np.array_equal(np.asarray(params["encoder"]["block01"]["mlp"]["fc1"]["kernel"]), w.T)

@@ -24,7 +24,6 @@ Negative controls check that a wrongly laid-out official tensor changes the loss
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -152,11 +152,13 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
                              "folder or --hf_config")
         from configs import pretrain
 
-        config = pretrain.get_config("modalities=video")
-        _update(config, hf_keys.pretrain_overrides(hf_cfg))
-        _geometry(config, a)
         encoder_only = not any(k.startswith("decoder.") for k in sd)
+        config = pretrain.get_config("modalities=video")
+        hf_keys.apply_overrides(config, hf_keys.pretrain_overrides(hf_cfg, encoder_only))
+        _geometry(config, a)
         _, template = _template(config, encoder_only)
+        if encoder_only and hf_cfg.get("use_mean_pooling", True):  # such a model has no final encoder norm
+            template["encoder"] = {k: v for k, v in template["encoder"].items() if k != "norm"}
         params, report = hf_keys.from_hf(sd, template, skip=skip)
     else:
         finetune = fmt == "videomae" and "patch_embed.proj.weight" in sd
@@ -178,14 +180,6 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
               **report}
     model_init.save_converted(dst, config, params, report, step)
     return report
-
-
-def _update(config, overrides: Mapping[str, Any]):
-    for k, v in overrides.items():
-        if isinstance(v, Mapping) and k in config:
-            _update(config[k], v)
-        else:
-            config[k] = v
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -54,15 +54,19 @@ def export(src: str, dst: str, fmt: str, step: Optional[int] = None) -> dict:
         config, params = _video_only(config, params)
     specs = modality.specs_from_config(tuple(config.modalities), config.modality)
     encoder_only = not any(k.startswith("decoder_") for k in params)
+    notes = []
     if fmt == "hf":
         sd = hf_keys.to_hf(params, encoder_only=encoder_only, prefix="" if encoder_only else "videomae.")
         os.makedirs(dst, exist_ok=True)
-        hf_cfg = hf_keys.hf_config(config)
+        try:
+            hf_cfg = hf_keys.hf_config(config)
+        except ValueError as e:  # e.g. decoder norm eps 1e-6 vs transformers' fixed 1e-5: export anyway, say so
+            hf_cfg, notes = hf_keys.hf_config(config, strict=False), [str(e).split(" (pass strict")[0]]
         hf_cfg.update(model_type="videomae",
                       architectures=["VideoMAEModel" if encoder_only else "VideoMAEForPreTraining"])
         with open(os.path.join(dst, "config.json"), "w", encoding="utf-8") as f:
             json.dump(hf_cfg, f, indent=2)
-        state_dict_io.save_state_dict(sd, os.path.join(dst, "model.safetensors"))
+        state_dict_io.save_state_dict(hf_keys.to_disk_names(sd), os.path.join(dst, "model.safetensors"))
     else:
         if fmt == "official" and len(specs) != 5:
             raise ValueError(f"--format official needs the five Mu-MAE modalities; the model has "
@@ -70,7 +74,7 @@ def export(src: str, dst: str, fmt: str, step: Optional[int] = None) -> dict:
         sd = official_keys.to_official(params, specs)
         state_dict_io.save_state_dict(sd, dst, wrap_model=True, metadata={"epoch": int(step)})
     return {"src": src, "dst": dst, "format": fmt, "step": int(step), "tensors": len(sd),
-            "encoder_only": encoder_only}
+            "encoder_only": encoder_only, "notes": notes}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,6 +95,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     print(f"{out['src']} (step {out['step']}) -> {out['dst']} ({out['format']}, {out['tensors']} tensors"
           f"{', encoder only' if out['encoder_only'] else ''})")
+    for note in out["notes"]:
+        print(f"note: the exported model will differ slightly: {note}")
     return 0
 
 

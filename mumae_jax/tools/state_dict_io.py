@@ -68,7 +68,7 @@ def _load_torch(path: str):
         # attribute holder, allowed explicitly; anything else non-tensor is refused.
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError:
         try:
             names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "?"
         except Exception:  # noqa: BLE001 - only used to improve the message
