@@ -58,6 +58,25 @@ def restore_converted(path: str, step: int) -> Any:
     return jax.tree.map(np.asarray, state["params"])
 
 
+def check_architecture(source_config, config, source_params: Mapping[str, Any]) -> None:
+    """Raises if settings that parameter shapes cannot reveal differ: head counts and LayerNorm eps.
+
+    (Decoder heads only matter when the source has decoders.)
+    """
+    from mumae_jax.models import mae, variants
+
+    src, dst = variants.resolve(source_config.model), variants.resolve(config.model)
+    src.update(mae.layer_norm_eps(source_config.model))
+    dst.update(mae.layer_norm_eps(config.model))
+    fields = ["num_heads", "layer_norm_eps"]
+    if any(k.startswith("decoder_") for k in source_params):
+        fields += ["decoder_heads", "decoder_norm_eps"]
+    diff = [f"config.model.{f}: model_init has {src[f]!r}, this run {dst[f]!r}" for f in fields if src[f] != dst[f]]
+    if diff:
+        raise ValueError("config.model_init was built with other settings that its parameter shapes do not show "
+                         "(set them as in the source's config.json):\n  " + "\n  ".join(diff))
+
+
 def apply(template: Mapping[str, Any], source: Mapping[str, Any], fresh: Iterable[str] = ()):
     """Copies `source` params into `template` strictly -> (params, report).
 

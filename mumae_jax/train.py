@@ -80,7 +80,8 @@ def _apply_model_init(config, state, tx, state_sh, mesh, workdir: str, is_main: 
     """Replaces the fresh parameters by those of `config.model_init` (strict; see model_init.py)."""
     from mumae_jax import pretrained
 
-    _, source, step = pretrained.load_params(config.model_init, config.get("model_init_step", -1), mesh)
+    source_config, source, step = pretrained.load_params(config.model_init, config.get("model_init_step", -1), mesh)
+    model_init.check_architecture(source_config, config, source)
     params, report = model_init.apply(jax.device_get(state["params"]), jax.device_get(source),
                                       config.get("model_init_fresh", ()))
     params = jax.device_put(params, state_sh["params"])

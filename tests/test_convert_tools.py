@@ -89,6 +89,17 @@ def test_foreign_and_malformed_files(tmp_path):
         state_dict_io.load_state_dict(str(tmp_path / "missing.pth"))
 
 
+def test_npy_and_broken_json_are_named(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    os.rename(tmp_path / "one.npy", tmp_path / "one.npz")
+    with pytest.raises(ValueError, match=r"one\.npz: is a single \.npy array"):
+        state_dict_io.load_state_dict(str(tmp_path / "one.npz"))
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config\.json: is not valid JSON"):
+        state_dict_io.load_state_dict(str(tmp_path / "hf"))
+
+
 def test_bfloat16_tensors_are_widened(tmp_path):
     path = str(tmp_path / "half.pth")
     torch.save({"w": torch.tensor([1.5, -2.0], dtype=torch.bfloat16)}, path)
@@ -199,6 +210,19 @@ def test_model_init_is_strict_unless_prefixes_are_named_fresh(tiny):
         model_init.apply(params, bad)
 
 
+def test_model_init_refuses_settings_that_shapes_do_not_show(converted):
+    """Head count and LayerNorm eps leave no trace in the shapes: they are compared on the configs."""
+    source = pretrained.load_config(converted)
+    _, params, _ = pretrained.load_params(converted)
+    model_init.check_architecture(source, make_tiny_config(), params)  # same settings: fine
+    other = make_tiny_config()
+    other.model.num_heads = 4
+    other.model.layer_norm_eps = 1e-5
+    with pytest.raises(ValueError, match=r"num_heads: model_init has 2, this run 4") as e:
+        model_init.check_architecture(source, other, params)
+    assert "layer_norm_eps: model_init has 1e-06, this run 1e-05" in str(e.value)
+
+
 def test_oneshot_stage_accepts_a_converted_checkpoint(tiny, converted):
     c = oneshot_config.get_config("runlocal")
     c.model_init = converted
@@ -267,3 +291,14 @@ def test_hf_mean_pooling_encoder_converts_without_final_norm(tmp_path):
     assert sorted(params) == ["embed_video", "encoder"] and "norm" not in params["encoder"]
     w = hf.state_dict()["encoder.layer.1.intermediate.dense.weight"].numpy()
     assert np.array_equal(np.asarray(params["encoder"]["block01"]["mlp"]["fc1"]["kernel"]), w.T)
+    # and back: a VideoMAEModel without final norm (use_mean_pooling=True) computing the same features
+    import transformers
+
+    assert export.main(["--src", dst, "--dst", str(tmp_path / "back"), "--format", "hf"]) == 0
+    back = transformers.VideoMAEModel.from_pretrained(tmp_path / "back").eval()
+    assert back.config.use_mean_pooling is True and back.layernorm is None
+    a, b = hf.state_dict(), back.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(1, 4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(hf(x).last_hidden_state, back(x).last_hidden_state)

@@ -104,7 +104,7 @@ def case(request):
 
 def test_pretraining_parity(case):
     name, hf_cfg, hf, model, template = case
-    params, report = hk.from_hf(_np_sd(hf), template)
+    params, report = hk.from_hf(_np_sd(hf), template, qv_bias=hf_cfg.qv_bias)
     assert report["missing"] == report["unexpected"] == report["mismatched"] == []
     assert report["prefix"] == "videomae."
     if name == "qv_bias_off":
@@ -132,7 +132,7 @@ def test_swapped_q_and_v_breaks_parity(case):
     for k in [k for k in sd if k.endswith("attention.attention.query.weight")]:
         v = k.replace("query.weight", "value.weight")
         sd[k], sd[v] = sd[v], sd[k]
-    params, _ = hk.from_hf(sd, template)
+    params, _ = hk.from_hf(sd, template, qv_bias=hf_cfg.qv_bias)
     pv, mask = _inputs(hf_cfg, model.specs[0], seed=2)
     logits, _, feats = _hf_forward(hf, pv, mask)
     ours_logits, _, ours_feats = _ours_forward(model, params, pv, mask)
@@ -143,7 +143,7 @@ def test_swapped_q_and_v_breaks_parity(case):
 def test_round_trip_bit_exact_and_loads_strict(case):
     name, hf_cfg, hf, model, template = case
     sd = _np_sd(hf)
-    params, _ = hk.from_hf(sd, template)
+    params, _ = hk.from_hf(sd, template, qv_bias=hf_cfg.qv_bias)
     back = hk.to_hf(params)
     if name == "qv_bias_off":
         # no q/v biases in the source; ours are zeros and the export writes them as zero q/v biases,
@@ -302,3 +302,14 @@ def test_hf_config_refusals():
     with pytest.raises(ValueError, match="input_mean/std"):
         hk.hf_config(cfg)
     transformers.VideoMAEConfig(**kw)  # accepted by transformers' strict config
+
+
+def test_missing_q_bias_is_an_error_unless_the_config_says_qv_bias_false():
+    hf_cfg = _hf_config(**SMALL)
+    hf = _perturbed(transformers.VideoMAEForPreTraining(hf_cfg), seed=4)
+    _, _, template = _our_model(hf_cfg)
+    sd = {k: v for k, v in _np_sd(hf).items() if not k.endswith(("query.bias", "value.bias"))}
+    with pytest.raises(ValueError, match=r"missing: videomae\.encoder\.layer\.0\.attention\.attention\.query\.bias"):
+        hk.from_hf(sd, template)
+    params, report = hk.from_hf(sd, template, qv_bias=False)
+    assert report["rebuilt"] and not np.asarray(params["encoder"]["block00"]["attn"]["q_bias"]).any()

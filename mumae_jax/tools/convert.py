@@ -70,6 +70,14 @@ def official_pretrain_config(sd: Mapping[str, Any], a, encoder_only: bool):
     """A pretraining config describing an official Mu-MAE / VideoMAE state dict (sizes from the weights)."""
     from configs import pretrain
 
+    need = ["encoder.patch_embed.proj.weight", "encoder.blocks.0.mlp.fc1.weight"]
+    if not encoder_only:
+        need += ["encoder_to_decoder.weight", "decoder.blocks.0.mlp.fc1.weight"]
+    absent = [k for k in need if k not in sd]
+    if absent:
+        raise ValueError(f"not an official Mu-MAE / VideoMAE state dict: no {', '.join(absent)} (first keys: "
+                         f"{list(sd)[:4]}); is --format right?")
+
     sensors = [n for n, k in SENSOR_KEYS.items() if k in sd]
     if sensors and len(sensors) != len(SENSOR_KEYS):
         raise ValueError(f"the checkpoint has sensor embeddings for {sensors} only; Mu-MAE has all four")
@@ -159,7 +167,7 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
         _, template = _template(config, encoder_only)
         if encoder_only and hf_cfg.get("use_mean_pooling", True):  # such a model has no final encoder norm
             template["encoder"] = {k: v for k, v in template["encoder"].items() if k != "norm"}
-        params, report = hf_keys.from_hf(sd, template, skip=skip)
+        params, report = hf_keys.from_hf(sd, template, skip=skip, qv_bias=bool(hf_cfg.get("qv_bias", True)))
     else:
         finetune = fmt == "videomae" and "patch_embed.proj.weight" in sd
         if finetune:

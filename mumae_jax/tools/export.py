@@ -62,7 +62,8 @@ def export(src: str, dst: str, fmt: str, step: Optional[int] = None) -> dict:
             hf_cfg = hf_keys.hf_config(config)
         except ValueError as e:  # e.g. decoder norm eps 1e-6 vs transformers' fixed 1e-5: export anyway, say so
             hf_cfg, notes = hf_keys.hf_config(config, strict=False), [str(e).split(" (pass strict")[0]]
-        hf_cfg.update(model_type="videomae",
+        # without a final encoder norm (fine-tuned / mean-pooling sources) the HF model must not add one
+        hf_cfg.update(use_mean_pooling="norm" not in params["encoder"], model_type="videomae",
                       architectures=["VideoMAEModel" if encoder_only else "VideoMAEForPreTraining"])
         with open(os.path.join(dst, "config.json"), "w", encoding="utf-8") as f:
             json.dump(hf_cfg, f, indent=2)

@@ -33,8 +33,8 @@ on either side. Numerics: encoder and decoder-block LayerNorms use the HF `layer
 'gelu' in transformers is the exact (erf) GELU, as ours.
 
 `from_hf` specials (listed in the report):
-  * qv_bias=False checkpoints have no query.bias / value.bias at all: they are rebuilt as zeros
-    (report['rebuilt']) -- only when NO layer has them; a single missing one is an error.
+  * qv_bias=False checkpoints (pass `qv_bias=False`, from the HF config) have no query.bias /
+    value.bias: they are rebuilt as zeros (report['rebuilt']); with qv_bias=True a missing one is an error.
   * a `...key.bias` entry (not produced by transformers) is dropped if all zero (report['ignored']),
     and is an error naming it otherwise (our k bias is fixed to zero).
   * a missing `videomae.layernorm.*` gets a hint: use_mean_pooling=True models have no final
@@ -227,8 +227,8 @@ def from_disk_names(state_dict: Mapping[str, Any]) -> dict:
     return out
 
 
-def _attention_biases(sd: dict, report: dict) -> dict:
-    """Handles qv_bias=False (no query/value biases anywhere -> zeros) and stray key biases."""
+def _attention_biases(sd: dict, report: dict, qv_bias: bool) -> dict:
+    """Handles qv_bias=False (no query/value biases -> zeros) and stray key biases."""
     for key in [k for k in sd if k.endswith("attention.attention.key.bias")]:
         b = np.asarray(sd[key])
         if np.any(b != 0):
@@ -236,8 +236,10 @@ def _attention_biases(sd: dict, report: dict) -> dict:
                              "bias to zero, so this state dict cannot be represented")
         report["ignored"].append(key)
         del sd[key]
-    if any(k.endswith(("attention.attention.query.bias", "attention.attention.value.bias")) for k in sd):
+    if qv_bias:  # the model has q/v biases: any missing one is a strict error
         return sd
+    if any(k.endswith(("attention.attention.query.bias", "attention.attention.value.bias")) for k in sd):
+        raise ValueError("qv_bias=False but the state dict has query/value biases")
     for key in [k for k in sd if k.endswith(("attention.attention.query.weight",
                                              "attention.attention.value.weight"))]:
         bias_key = key[:-len("weight")] + "bias"
@@ -246,7 +248,8 @@ def _attention_biases(sd: dict, report: dict) -> dict:
     return sd
 
 
-def from_hf(state_dict: Mapping[str, Any], params_template: Mapping[str, Any], skip: Iterable[str] = ()):
+def from_hf(state_dict: Mapping[str, Any], params_template: Mapping[str, Any], skip: Iterable[str] = (),
+            qv_bias: bool = True):
     """HF VideoMAE state dict -> (params shaped like the template, report).
 
     The template is a full video-only `MultimodalMAE` params tree or an encoder-only subset
@@ -262,7 +265,7 @@ def from_hf(state_dict: Mapping[str, Any], params_template: Mapping[str, Any], s
     prefix = detect_prefix(state_dict)
     extra = {"rebuilt": [], "ignored": [], "prefix": prefix}
     sd = {k: (v if isinstance(v, np.ndarray) else _numpy(v)) for k, v in state_dict.items()}
-    sd = _attention_biases(sd, extra)
+    sd = _attention_biases(sd, extra, qv_bias)
     template, wrapped = layouts.unwrap_params(params_template)
     tflat = traverse_util.flatten_dict(dict(template))
     expanded = traverse_util.unflatten_dict(_expand(tflat))

@@ -94,25 +94,38 @@ def _load_safetensors(path: str) -> dict[str, np.ndarray]:
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                _fail(path, "is a single .npy array, not an .npz archive of named arrays")
+        f = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        _fail(path, f"not a readable .npz archive (truncated, corrupted or another format?): {e}")
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        _fail(path, "is a single .npy array, not an .npz archive of named arrays")
+    with f:
+        try:
             return {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        _fail(path, f"not a readable .npz archive (truncated or another format?): {e}")
-    except ValueError as e:  # object arrays need pickle, which we refuse
-        _fail(path, f"cannot be read without pickle: {e}")
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            _fail(path, f"not a readable .npz archive (truncated or corrupted?): {e}")
+        except ValueError as e:  # object arrays need pickle, which we refuse
+            _fail(path, f"holds arrays that can only be read with pickle, which we refuse: {e}")
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        _fail(path, f"is not valid JSON: {e}")
 
 
 def _load_hf_dir(path: str) -> tuple[dict[str, np.ndarray], dict]:
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-        hf_config = json.load(f)
+    hf_config = _read_json(os.path.join(path, "config.json"))
     single, index = os.path.join(path, "model.safetensors"), os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(single):
         sd = _load_safetensors(single)
     elif os.path.isfile(index):
-        with open(index, encoding="utf-8") as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            _fail(index, "has no 'weight_map' (expected a sharded safetensors index)")
+        files = sorted(set(weight_map.values()))
         sd = {}
         for name in files:
             sd.update(_load_safetensors(os.path.join(path, name)))
