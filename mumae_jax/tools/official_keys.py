@@ -27,6 +27,8 @@ no gamma_1/gamma_2, and the encoder head is an Identity, so neither appears.
 `to_official` emits keys in `state_dict()` order (a module's own parameters before its children's:
 `mask_token` first, `attn.q_bias`/`attn.v_bias` before `attn.qkv.weight`).
 Checkpoints of the official code are `{'model': state_dict, ...}`; `from_official` unwraps them.
+Official VideoMAE (and VideoMAE V2) pretraining checkpoints use the same names for the video part, so a
+video-only model converts with the same functions (`convert --format videomae`).
 """
 from __future__ import annotations
 
@@ -129,7 +131,7 @@ def to_official(params: Mapping[str, Any], specs: Sequence[ModalitySpec]) -> dic
     return {k: out[k] for k in sorted(out, key=_order)}
 
 
-def _qkv_bias_to_qv(sd: dict, consumed: set) -> dict:
+def _qkv_bias_to_qv(sd: dict) -> dict:
     """Turns any fused `attn.qkv.bias` into q_bias/v_bias entries (its k third must be zero)."""
     sd = dict(sd)
     for key in [k for k in sd if k.endswith("attn.qkv.bias")]:
@@ -146,7 +148,6 @@ def _qkv_bias_to_qv(sd: dict, consumed: set) -> dict:
                 raise ValueError(f"{key} is nonzero and {base}q_bias/v_bias are present too: ambiguous biases")
         else:
             sd[base + "q_bias"], sd[base + "v_bias"] = b[:d], b[2 * d:]
-        consumed.add(key)
         del sd[key]
     return sd
 
@@ -161,8 +162,7 @@ def from_official(state_dict: Mapping[str, Any], params_template: Mapping[str, A
     keep the template value. Leaves come back as numpy arrays in the template's dtypes.
     """
     state_dict = unwrap_checkpoint(state_dict)
-    consumed: set[str] = set()
-    sd = _qkv_bias_to_qv(dict(state_dict), consumed)
+    sd = _qkv_bias_to_qv(dict(state_dict))
     return layouts.strict_import(sd, params_template, lambda path: official_key(path, specs), skip,
                                  source="official state dict")
 
