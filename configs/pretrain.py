@@ -76,7 +76,10 @@ def get_config(arg=None):
     # ---- model ----
     c.model = dict(variant=arg.variant, width=0, depth=0, num_heads=0, mlp_dim=0, decoder_width=0,
                    decoder_depth=4, decoder_heads=0, decoder_mlp_dim=0, drop_path=0.0,
-                   attention_impl="", layer_norm_eps=1e-6, decoder_norm_eps=0.0)
+                   attention_impl="", layer_norm_eps=1e-6, decoder_norm_eps=0.0, remat="none")
+    # Speed/memory switches (measured in README's performance section, `python -m mumae_jax.bench`):
+    # compute_dtype='bfloat16' (fp32 master weights), model.attention_impl='cudnn' (flash attention on
+    # GPU), model.remat='block'|'dots' (recompute activations in the backward pass), input.device_prefetch.
     # decoder_norm_eps=0: same as layer_norm_eps (official); converted Hugging Face models set both.
 
     # ---- initialisation ----
@@ -99,12 +102,14 @@ def get_config(arg=None):
     c.modality = {
         "video": dict(kind="video", num_frames=16, image_size=224, channels=3, tubelet=(2, 16, 16),
                       mask_type=arg.video_masking, mask_ratio=0.9, loss_weight=1.0, normalize_target=True,
-                      input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD),
+                      input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD, decoder_ratio=1.0),
+        # decoder_ratio < 1: the decoder reconstructs only that fraction of the masked tubes, drawn at
+        # random (VideoMAE V2's decoder masking; a speed option, not in Mu-MAE; see README performance).
         **{name: dict(sensor) for name in SENSORS},
     }
 
     # ---- data ----
-    c.input = dict(frame_stride=2, prefetch=2)
+    c.input = dict(frame_stride=2, prefetch=2, device_prefetch=2)  # device_prefetch: batches moved to devices ahead
     if arg.data == "synthetic":
         c.data = dict(name="synthetic", split="pretrain_train", num_subjects=8, num_sessions=2,
                       num_cameras=4, seed=0, shuffle=True, repeated_sampling=1)

@@ -39,18 +39,28 @@ def modality_targets(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
     return _normalize(tokens, axis=-1) if spec.normalize_target else tokens
 
 
-def masked_targets(spec: ModalitySpec, x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-    """Targets of the masked tokens in ascending order: [B, n_masked, token_dim]."""
-    _, masked_ids = masking.visible_and_masked_ids(mask, spec.num_visible)
+def masked_targets(spec: ModalitySpec, x: jnp.ndarray, mask: jnp.ndarray, count: int | None = None) -> jnp.ndarray:
+    """Targets of the True tokens of `mask` in ascending order: [B, count, token_dim] (count: default
+    spec.num_masked; spec.num_decoded for a decode mask)."""
+    count = spec.num_masked if count is None else count
+    _, masked_ids = masking.visible_and_masked_ids(mask, spec.num_tokens - count)
     return jnp.take_along_axis(modality_targets(spec, x), masked_ids[..., None], axis=1)
 
 
 def reconstruction_losses(specs: Sequence[ModalitySpec], preds: Mapping[str, jnp.ndarray],
-                          inputs: Mapping[str, jnp.ndarray], masks: Mapping[str, jnp.ndarray]):
-    """Returns (total loss, {name: MSE}); total = sum_m spec.loss_weight * MSE_m."""
+                          inputs: Mapping[str, jnp.ndarray], masks: Mapping[str, jnp.ndarray], decode=None):
+    """Returns (total loss, {name: MSE}); total = sum_m spec.loss_weight * MSE_m.
+
+    With decoder masking (`decode` {name: bool [B, N]}, decoder_ratio < 1) a modality's MSE is over its
+    reconstructed subset only.
+    """
+    decode = decode or {}
     per_modality = {}
     for s in specs:
-        target = masked_targets(s, inputs[s.name], masks[s.name])
+        if s.name in decode:
+            target = masked_targets(s, inputs[s.name], decode[s.name], s.num_decoded)
+        else:
+            target = masked_targets(s, inputs[s.name], masks[s.name])
         per_modality[s.name] = jnp.mean(jnp.square(preds[s.name].astype(jnp.float32) - target))
     total = sum(s.loss_weight * per_modality[s.name] for s in specs)
     return total, per_modality

@@ -7,6 +7,7 @@ SIGTERM handling (save, then return).
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -74,6 +75,21 @@ def _raise_if_nonfinite(state):
     if bad >= 0:
         raise FloatingPointError(f"non-finite loss or gradient norm at training step {bad}; stopping. "
                                  f"No checkpoint was written for step {bad} or later.")
+
+
+def _device_batches(batches, names, mesh, depth: int):
+    """Host batches -> global device arrays, transferred `depth` batches ahead of the step that uses them.
+
+    `device_put` is asynchronous, so the next batches' transfers overlap the running step; depth=0
+    transfers each batch just before its step.
+    """
+    queue = collections.deque()
+    for host in batches:
+        queue.append(sharding.to_global({k: v for k, v in host.items() if k in names}, mesh))
+        if len(queue) > depth:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
 
 
 def _apply_model_init(config, state, tx, state_sh, mesh, workdir: str, is_main: bool):
@@ -157,12 +173,13 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     history, pending, preempted = [], [], False
     bar = tqdm.tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True,
                     disable=not (config.progress_bar and is_main))
+    device_batches = _device_batches(batches, names, mesh, int(config.input.get("device_prefetch", 0)))
     t_log, steps_since_log = time.perf_counter(), 0
     step = start
     try:
         with _StopOnSignal() as stop:
             while step < total:
-                batch = sharding.to_global({k: v for k, v in next(batches).items() if k in names}, mesh)
+                batch = next(device_batches)
                 state, m = step_fn(state, batch)
                 step += 1
                 steps_since_log += 1

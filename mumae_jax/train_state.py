@@ -37,7 +37,8 @@ def train_state_initializer(model: MultimodalMAE, tx: optax.GradientTransformati
 
     def init_fn(rng):
         inputs, masks = dummy_inputs(model.specs)
-        params = model.init({"params": rng}, inputs, masks)["params"]
+        decode = masking.draw_decode_masks(jax.random.key(0), model.specs, masks)
+        params = model.init({"params": rng}, inputs, masks, decode=decode)["params"]
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
                 "nonfinite_step": jnp.full((), -1, jnp.int32)}
 
@@ -54,12 +55,12 @@ def create_train_state(model: MultimodalMAE, tx: optax.GradientTransformation, r
     return init(), state_sh
 
 
-def loss_and_metrics(model: MultimodalMAE, params, inputs, masks, dropout_rng=None):
-    """(total loss, {'loss_<modality>': MSE}) for explicit masks."""
+def loss_and_metrics(model: MultimodalMAE, params, inputs, masks, dropout_rng=None, decode=None):
+    """(total loss, {'loss_<modality>': MSE}) for explicit masks (and decode masks, decoder_ratio < 1)."""
     deterministic = dropout_rng is None
     rngs = {} if deterministic else {"dropout": dropout_rng}
-    preds = model.apply({"params": params}, inputs, masks, deterministic=deterministic, rngs=rngs)
-    total, per = losses.reconstruction_losses(model.specs, preds, inputs, masks)
+    preds = model.apply({"params": params}, inputs, masks, deterministic=deterministic, rngs=rngs, decode=decode)
+    total, per = losses.reconstruction_losses(model.specs, preds, inputs, masks, decode)
     return total, {f"loss_{k}": v for k, v in per.items()}
 
 
@@ -79,25 +80,33 @@ def make_train_step(model: MultimodalMAE, tx: optax.GradientTransformation, sche
         step = state["step"]
         mask_rng, drop_rng = jax.random.split(jax.random.fold_in(jax.random.key(seed), step))
         masks = masking.draw_masks(mask_rng, specs, batch_size)
+        decode = masking.draw_decode_masks(jax.random.fold_in(mask_rng, 1), specs, masks)
         inputs = {k: batch[k] for k in names}
 
         def loss_fn(params):
-            return loss_and_metrics(model, params, inputs, masks, drop_rng if use_dropout else None)
+            return loss_and_metrics(model, params, inputs, masks, drop_rng if use_dropout else None, decode)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         healthy = finite & (state["nonfinite_step"] < 0)
-        new = {"step": step + 1, "params": params, "opt_state": opt_state}
-        old = {k: state[k] for k in new}
-        out = jax.tree.map(lambda n, o: jnp.where(healthy, n, o), new, old)
+
+        def update(st):
+            updates, opt_state = tx.update(grads, st["opt_state"], st["params"])
+            return {"step": st["step"] + 1, "params": optax.apply_updates(st["params"], updates),
+                    "opt_state": opt_state}, optax.tree.norm(updates)
+
+        def keep(st):
+            return {k: st[k] for k in ("step", "params", "opt_state")}, jnp.zeros((), jnp.float32)
+
+        # lax.cond (not a select over the whole state): the update writes into the donated buffers,
+        # without a second copy of params and optimizer state alive at the peak
+        out, update_norm = jax.lax.cond(healthy, update, keep, state)
+        params = out["params"]
         out["nonfinite_step"] = jnp.where((state["nonfinite_step"] < 0) & ~finite, step + 1,
                                           state["nonfinite_step"])
         metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "param_norm": optax.tree.norm(params),
-                   "update_norm": optax.tree.norm(updates), "lr": schedule(step)}
+                   "update_norm": update_norm, "lr": schedule(step)}
         return out, metrics
 
     batch_sh = {k: sharding.batch_sharding(mesh) for k in names}

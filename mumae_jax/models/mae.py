@@ -37,11 +37,13 @@ class ModalityDecoder(nn.Module):
     attention_impl: Optional[str] = None
     ln_eps: float = vit.LN_EPS
     norm_eps: float = vit.LN_EPS
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x):
         x = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, final_norm=False, dtype=self.dtype,
-                            attention_impl=self.attention_impl, ln_eps=self.ln_eps, name="blocks")(x)
+                            attention_impl=self.attention_impl, ln_eps=self.ln_eps, remat=self.remat,
+                            name="blocks")(x)
         x = nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, name="norm")(x[:, -self.num_masked:])
         return nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=vit.dense_init, name="head")(x)
 
@@ -51,7 +53,8 @@ class MultimodalMAE(nn.Module):
 
     Call with `inputs` {name: video [B,T,H,W,C] or sensor [B,L,C]} and `masks` {name: bool [B, N_m]}
     (True = masked; exactly `spec.num_masked` per example). Returns {name: [B, n_masked_m, token_dim_m]}
-    predictions for the masked tokens in ascending token order.
+    predictions for the masked tokens in ascending token order (with decoder_ratio < 1: for the
+    `num_decoded` tokens of the decode mask).
 
     `layer_norm_eps` is used by every LayerNorm except the decoders' final one (`decoder_norm_eps`); both
     are 1e-6 in the official code, while Hugging Face VideoMAE uses its config's `layer_norm_eps` and a
@@ -72,21 +75,23 @@ class MultimodalMAE(nn.Module):
     attention_impl: Optional[str] = None
     layer_norm_eps: float = vit.LN_EPS
     decoder_norm_eps: float = vit.LN_EPS
+    remat: str = "none"
 
     def setup(self):
         self.embeds = {s.name: tokenizers.make_embed(s, self.width, self.dtype, name=f"embed_{s.name}")
                        for s in self.specs}
         self.encoder = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, self.drop_path,
                                        dtype=self.dtype, attention_impl=self.attention_impl,
-                                       ln_eps=self.layer_norm_eps, name="encoder")
+                                       ln_eps=self.layer_norm_eps, remat=self.remat, name="encoder")
         self.encoder_to_decoder = nn.Dense(self.decoder_width, use_bias=False, dtype=self.dtype,
                                            kernel_init=vit.dense_init, name="encoder_to_decoder")
         self.mask_token = self.param("mask_token", nn.initializers.truncated_normal(0.02),
                                      (1, 1, self.decoder_width), jnp.float32)
         self.decoders = {
             s.name: ModalityDecoder(self.decoder_depth, self.decoder_heads, self.decoder_mlp_dim,
-                                    s.token_dim, s.num_masked, self.dtype, self.attention_impl,
-                                    self.layer_norm_eps, self.decoder_norm_eps, name=f"decoder_{s.name}")
+                                    s.token_dim, s.num_decoded, self.dtype, self.attention_impl,
+                                    self.layer_norm_eps, self.decoder_norm_eps, self.remat,
+                                    name=f"decoder_{s.name}")
             for s in self.specs
         }
 
@@ -99,15 +104,23 @@ class MultimodalMAE(nn.Module):
         return out
 
     def encode(self, inputs, masks, deterministic: bool = True):
-        """Encoder over visible tokens only: [B, sum_m n_vis_m, D] (video first, then sensors)."""
-        tokens = self.embed(inputs)
+        """Encoder over visible tokens only: [B, sum_m n_vis_m, D] (video first, then sensors).
+
+        Only the visible tokens are embedded (the embedding acts on each token alone, so this equals
+        embedding all and then selecting, at a tenth of the cost)."""
         visible = []
         for s in self.specs:
             vis_ids, _ = masking.visible_and_masked_ids(masks[s.name], s.num_visible)
-            visible.append(_gather(tokens[s.name], vis_ids))
+            raw = _gather(tokenizers.embed_input(s, inputs[s.name].astype(self.dtype)), vis_ids)
+            table = jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype)
+            pe = _gather(jnp.broadcast_to(table, (raw.shape[0],) + table.shape), vis_ids)
+            visible.append(self.embeds[s.name](raw) + pe)
         return self.encoder(jnp.concatenate(visible, axis=1), deterministic)
 
-    def __call__(self, inputs, masks, deterministic: bool = True):
+    def __call__(self, inputs, masks, deterministic: bool = True, decode=None):
+        """`decode` (optional) {name: bool [B, N_m]}: the masked tokens to reconstruct when a modality has
+        decoder_ratio < 1 (`masking.draw_decode_masks`); its decoder then sees visible + those tokens only."""
+        decode = decode or {}
         batch = next(iter(inputs.values())).shape[0]
         masking.check_masks(masks, self.specs, batch)
         z = self.encoder_to_decoder(self.encode(inputs, masks, deterministic))
@@ -116,6 +129,10 @@ class MultimodalMAE(nn.Module):
             z_m = z[:, start:start + s.num_visible]
             start += s.num_visible
             vis_ids, masked_ids = masking.visible_and_masked_ids(masks[s.name], s.num_visible)
+            if s.num_decoded < s.num_masked:
+                if s.name not in decode:
+                    raise ValueError(f"modality '{s.name}' has decoder_ratio={s.decoder_ratio}: pass its decode mask")
+                _, masked_ids = masking.visible_and_masked_ids(decode[s.name], s.num_tokens - s.num_decoded)
             table = jnp.asarray(posemb.sincos_table(s.num_tokens, self.decoder_width), self.dtype)
             pe = jnp.broadcast_to(table, (batch,) + table.shape)
             x = jnp.concatenate([z_m + _gather(pe, vis_ids),
@@ -132,8 +149,11 @@ def from_config(config) -> MultimodalMAE:
     if dtype is None:
         raise ValueError(f"config.compute_dtype={config.compute_dtype!r}, expected 'float32' or 'bfloat16'")
     impl = config.model.get("attention_impl", "") or None
+    remat = config.model.get("remat", "none") or "none"
+    if remat not in vit.REMAT:
+        raise ValueError(f"config.model.remat={remat!r}; expected one of {vit.REMAT}")
     return MultimodalMAE(specs=specs, drop_path=float(config.model.get("drop_path", 0.0)), dtype=dtype,
-                         attention_impl=impl, **layer_norm_eps(config.model), **sizes)
+                         attention_impl=impl, remat=remat, **layer_norm_eps(config.model), **sizes)
 
 
 def layer_norm_eps(model_cfg) -> dict[str, float]:

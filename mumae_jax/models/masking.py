@@ -79,6 +79,22 @@ def draw_masks(key, specs: Sequence[ModalitySpec], batch_size: int) -> dict[str,
     return jax.vmap(lambda k: example_masks(k, specs))(keys)
 
 
+def decode_mask(key, mask: jnp.ndarray, num_decoded: int) -> jnp.ndarray:
+    """bool [N]: `num_decoded` of the masked tokens of `mask` [N], uniformly (VideoMAE V2 decoder masking)."""
+    noise = jnp.where(mask, jax.random.uniform(key, mask.shape), 2.0)
+    return jnp.zeros(mask.shape, bool).at[jnp.argsort(noise)[:num_decoded]].set(True)
+
+
+def draw_decode_masks(key, specs: Sequence[ModalitySpec], masks: Mapping[str, jnp.ndarray]):
+    """{name: bool [B, N]} reconstruction subsets for the modalities with decoder_ratio < 1 (else {})."""
+    out = {}
+    for i, s in enumerate(specs):
+        if s.num_decoded < s.num_masked:
+            keys = jax.random.split(jax.random.fold_in(key, i), masks[s.name].shape[0])
+            out[s.name] = jax.vmap(lambda k, m, n=s.num_decoded: decode_mask(k, m, n))(keys, masks[s.name])
+    return out
+
+
 def visible_and_masked_ids(mask: jnp.ndarray, num_visible: int) -> tuple[jnp.ndarray, jnp.ndarray]:
     """bool [B, N] -> (visible ids [B, n_vis], masked ids [B, N - n_vis]), each in ascending order."""
     order = jnp.argsort(mask, axis=-1, stable=True)

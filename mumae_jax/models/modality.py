@@ -38,6 +38,7 @@ class ModalitySpec:
     normalize_target: bool = True
     input_mean: tuple[float, ...] = ()
     input_std: tuple[float, ...] = ()
+    decoder_ratio: float = 1.0
 
     # ---- token geometry -------------------------------------------------------------------
     @property
@@ -75,6 +76,14 @@ class ModalitySpec:
         return self.num_tokens - self.num_masked
 
     @property
+    def num_decoded(self) -> int:
+        """Masked tokens the decoder reconstructs: all, or int(decoder_ratio * num_masked) (VideoMAE V2's
+        decoder masking; the decoder then runs on num_visible + num_decoded tokens)."""
+        if self.decoder_ratio >= 1.0:
+            return self.num_masked
+        return max(1, int(self.decoder_ratio * self.num_masked))
+
+    @property
     def mask_key(self) -> str:
         """Modalities with the same key share one mask per example."""
         return self.mask_group or self.name
@@ -100,7 +109,10 @@ def spec_from_config(name: str, cfg: Mapping[str, Any]) -> ModalitySpec:
         mask_group=cfg.get("mask_group", "") or "",
         loss_weight=float(cfg.get("loss_weight", 1.0)),
         normalize_target=bool(cfg.get("normalize_target", True)),
+        decoder_ratio=float(cfg.get("decoder_ratio", 1.0)),
     )
+    if not 0.0 < common["decoder_ratio"] <= 1.0:
+        _fail(name, f"decoder_ratio={common['decoder_ratio']} must lie in (0, 1]")
     if kind == "video":
         frames, size, channels = int(cfg["num_frames"]), int(cfg["image_size"]), int(cfg.get("channels", 3))
         tubelet = tuple(int(v) for v in cfg["tubelet"])

@@ -40,8 +40,30 @@ def modality_tokens(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
     return sensor_tokens(x, spec.num_tokens_cfg, spec.patching)
 
 
+class _TubeProjection(nn.Module):
+    """The Conv3d's parameters (kernel [pt, ph, pw, C, D], bias [D]) applied to flattened tubes."""
+
+    width: int
+    tubelet: tuple[int, int, int]
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens):
+        fan_in = tokens.shape[-1]
+        channels = fan_in // int(np.prod(self.tubelet))
+        kernel = self.param("kernel", torch_kernel_init, (*self.tubelet, channels, self.width), jnp.float32)
+        bias = self.param("bias", torch_bias_init(fan_in), (self.width,), jnp.float32)
+        y = jnp.einsum("bnk,kd->bnd", tokens, kernel.reshape(fan_in, self.width).astype(self.dtype))
+        return y + bias.astype(self.dtype)
+
+
 class TubeEmbed(nn.Module):
-    """Conv3d with kernel = stride = tubelet: [B, T, H, W, C] -> [B, T'*H'*W', D] in (t, h, w) order."""
+    """Conv3d with kernel = stride = tubelet, as a matmul on flattened tubes.
+
+    Takes a video [B, T, H, W, C] (all T'*H'*W' tokens in (t, h, w) order) or tubes already cut by
+    `modality_tokens` [B, n, pt*ph*pw*C] (e.g. only the visible ones) -> [B, n, D]. Same parameters
+    (proj/kernel [pt, ph, pw, C, D]) and numbers as the convolution, about twice as fast on CPU.
+    """
 
     width: int
     tubelet: tuple[int, int, int]
@@ -49,11 +71,10 @@ class TubeEmbed(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        fan_in = int(np.prod(self.tubelet)) * x.shape[-1]
-        x = nn.Conv(self.width, kernel_size=self.tubelet, strides=self.tubelet, padding="VALID",
-                    dtype=self.dtype, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in),
-                    name="proj")(x)
-        return x.reshape(x.shape[0], -1, self.width)
+        if x.ndim == 5:
+            p = video_patches(x, self.tubelet)
+            x = p.reshape(p.shape[0], p.shape[1], -1)
+        return _TubeProjection(self.width, self.tubelet, self.dtype, name="proj")(x)
 
 
 class SensorEmbed(nn.Module):
@@ -75,7 +96,5 @@ def make_embed(spec: ModalitySpec, width: int, dtype=jnp.float32, name: str | No
 
 
 def embed_input(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
-    """What `make_embed(spec)` consumes: the video as is, a sensor as its tokens [B, N, token_dim]."""
-    if spec.kind == "sensor":
-        return sensor_tokens(x, spec.num_tokens_cfg, spec.patching)
-    return x
+    """What `make_embed(spec)` consumes: the tokens [B, N, token_dim] of the modality (video: its tubes)."""
+    return modality_tokens(spec, x)
