@@ -20,12 +20,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-config_flags.DEFINE_config_file("config", None, "Pretraining config (configs/pretrain.py[:args]).", lock_config=True)
-flags.DEFINE_list("pipelines", ["pretrain", "episodes"], "Which pipelines to measure.")
-flags.DEFINE_integer("batches", 20, "Timed batches (episodes for the episode pipeline).")
-flags.DEFINE_integer("warmup", 3, "Untimed batches first (pipeline start-up, caches).")
-flags.DEFINE_string("json", "", "Also write the result as JSON here.")
-flags.mark_flags_as_required(["config"])
+
+
+def _define_flags():
+    """Command-line flags (defined only when run as a command, so other CLIs can import `measure`)."""
+    config_flags.DEFINE_config_file("config", None, "Pretraining config (configs/pretrain.py[:args]).",
+                                    lock_config=True)
+    flags.DEFINE_list("pipelines", ["pretrain", "episodes"], "Which pipelines to measure.")
+    flags.DEFINE_integer("batches", 20, "Timed batches (episodes for the episode pipeline).")
+    flags.DEFINE_integer("warmup", 3, "Untimed batches first (pipeline start-up, caches).")
+    flags.DEFINE_string("json", "", "Also write the result as JSON here.")
+    flags.mark_flags_as_required(["config"])
 
 
 def measure(config, batches: int, warmup: int) -> dict:
@@ -118,4 +123,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
