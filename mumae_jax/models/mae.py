@@ -2,11 +2,13 @@
 
 Forward pass for modalities m_1..m_k (in `specs` order; Mu-MAE: video, acc_phone, acc_watch, gyro,
 orientation):
-  tokens_m  = Embed_m(x_m) + PE_m                         [B, N_m, D]   (fixed sin-cos, no modality emb.)
-  encoder   = Transformer(concat_m tokens_m[visible_m])   [B, sum_m n_vis_m, D]   visible tokens only
+  tokens_m  = Embed_m(raw_m[visible_m]) + PE_m[visible_m]  [B, n_vis_m, D]  (fixed sin-cos, no modality emb.;
+              embedding the visible tokens only equals embedding all and selecting: it is per token)
+  encoder   = Transformer(concat_m tokens_m)              [B, sum_m n_vis_m, D]   visible tokens only
   z         = encoder_to_decoder(encoder)  (no bias)      [B, sum_m n_vis_m, Dd]
   dec_in_m  = concat(z_m + PEd_m[visible_m], mask_token + PEd_m[masked_m])   visible first
   pred_m    = Head_m(LN(Decoder_m(dec_in_m)[:, -n_masked_m:]))               [B, n_masked_m, token_dim_m]
+              (decoder_ratio < 1: only a random subset of the masked tokens enters dec_in_m and is predicted)
 One `mask_token` is shared by all decoders; each decoder only sees its own modality.
 """
 from __future__ import annotations

@@ -63,7 +63,8 @@ def _heads(width: int, given: int, what: str) -> int:
             return h
         if what == "decoder" and dw == width:
             return dh
-    raise ValueError(f"the {what} width {width} matches no ViT preset; pass --{'num_heads' if what == 'encoder' else 'decoder_heads'}")
+    flag = "num_heads" if what == "encoder" else "decoder_heads"
+    raise ValueError(f"the {what} width {width} matches no ViT preset; pass --{flag}")
 
 
 def official_pretrain_config(sd: Mapping[str, Any], a, encoder_only: bool):
