@@ -13,7 +13,7 @@ One `mask_token` is shared by all decoders; each decoder only sees its own modal
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -96,14 +96,6 @@ class MultimodalMAE(nn.Module):
                                     name=f"decoder_{s.name}")
             for s in self.specs
         }
-
-    def embed(self, inputs: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-        """All tokens of every modality with position tables added: {name: [B, N_m, D]}."""
-        out = {}
-        for s in self.specs:
-            tokens = self.embeds[s.name](tokenizers.embed_input(s, inputs[s.name].astype(self.dtype)))
-            out[s.name] = tokens + jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype)
-        return out
 
     def encode(self, inputs, masks, deterministic: bool = True):
         """Encoder over visible tokens only: [B, sum_m n_vis_m, D] (video first, then sensors).

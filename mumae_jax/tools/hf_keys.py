@@ -203,28 +203,27 @@ _DISK_NAMES = (("attention.attention.q_bias", "attention.attention.query.bias"),
                ("attention.attention.v_bias", "attention.attention.value.bias"))
 
 
-def to_disk_names(state_dict: Mapping[str, Any]) -> dict:
-    """`model.state_dict()` names -> the names `save_pretrained` writes (q_bias / v_bias)."""
+def _rename_suffixes(state_dict: Mapping[str, Any], pairs) -> dict:
+    """Keys ending in `old` end in `new` instead, for each (old, new) pair; two keys meeting is an error."""
     out = {}
     for k, v in state_dict.items():
-        for disk, memory in _DISK_NAMES:
-            if k.endswith(memory):
-                k = k[:-len(memory)] + disk
-        out[k] = v
-    return out
-
-
-def from_disk_names(state_dict: Mapping[str, Any]) -> dict:
-    """The names in a saved file (q_bias / v_bias) -> `model.state_dict()` names; others unchanged."""
-    out = {}
-    for k, v in state_dict.items():
-        for disk, memory in _DISK_NAMES:
-            if k.endswith(disk):
-                k = k[:-len(disk)] + memory
+        for old, new in pairs:
+            if k.endswith(old):
+                k = k[:-len(old)] + new
         if k in out:
             raise ValueError(f"state dict names the same tensor twice ({k!r} in both spellings)")
         out[k] = v
     return out
+
+
+def to_disk_names(state_dict: Mapping[str, Any]) -> dict:
+    """`model.state_dict()` names -> the names `save_pretrained` writes (q_bias / v_bias)."""
+    return _rename_suffixes(state_dict, [(memory, disk) for disk, memory in _DISK_NAMES])
+
+
+def from_disk_names(state_dict: Mapping[str, Any]) -> dict:
+    """The names in a saved file (q_bias / v_bias) -> `model.state_dict()` names; others unchanged."""
+    return _rename_suffixes(state_dict, _DISK_NAMES)
 
 
 def _attention_biases(sd: dict, report: dict, qv_bias: bool) -> dict:

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from mumae_jax.models.modality import ModalitySpec
-from mumae_jax.tools import layouts
+from mumae_jax.tools import layouts, state_dict_io
 
 # Our modality name -> (official embedding prefix, official decoder prefix).
 OFFICIAL_NAMES: dict[str, tuple[str, str]] = {
@@ -161,15 +161,8 @@ def from_official(state_dict: Mapping[str, Any], params_template: Mapping[str, A
     list raises ValueError unless all its keys are in `skip` (official key names); skipped entries
     keep the template value. Leaves come back as numpy arrays in the template's dtypes.
     """
-    state_dict = unwrap_checkpoint(state_dict)
+    state_dict, _ = state_dict_io.unwrap_checkpoint(state_dict)
     sd = _qkv_bias_to_qv(dict(state_dict))
     return layouts.strict_import(sd, params_template, lambda path: official_key(path, specs), skip,
                                  source="official state dict")
 
-
-def unwrap_checkpoint(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The state dict inside an official training checkpoint ({'model': sd, ...} or {'module': sd, ...})."""
-    for k in ("model", "module", "state_dict"):
-        if k in obj and isinstance(obj[k], Mapping):
-            return obj[k]
-    return obj

@@ -41,17 +41,21 @@ def _to_numpy(path: str, key: str, value) -> np.ndarray:
     _fail(path, f"entry {key!r} is a {type(value).__name__}, not a tensor")
 
 
-def _flat_state_dict(path: str, obj: Any) -> tuple[dict[str, np.ndarray], dict]:
-    """Unwraps a training checkpoint and checks that every entry is a tensor."""
-    info = {}
-    if not isinstance(obj, Mapping):
-        _fail(path, f"holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
+def unwrap_checkpoint(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], dict]:
+    """(state dict, info) of a training checkpoint {'model'|'module'|'state_dict': sd, 'epoch': ..., ...};
+    info holds the wrapper's name and its scalar entries. Anything else comes back unchanged."""
     for wrapper in WRAPPERS:
         if isinstance(obj.get(wrapper), Mapping):
             info = {k: v for k, v in obj.items() if k != wrapper and isinstance(v, (int, float, str))}
-            info["wrapper"] = wrapper
-            obj = obj[wrapper]
-            break
+            return obj[wrapper], {**info, "wrapper": wrapper}
+    return obj, {}
+
+
+def _flat_state_dict(path: str, obj: Any) -> tuple[dict[str, np.ndarray], dict]:
+    """Unwraps a training checkpoint and checks that every entry is a tensor."""
+    if not isinstance(obj, Mapping):
+        _fail(path, f"holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
+    obj, info = unwrap_checkpoint(obj)
     if not obj:
         _fail(path, "holds an empty state dict")
     return {str(k): _to_numpy(path, str(k), v) for k, v in obj.items()}, info
