@@ -91,17 +91,12 @@ class JaxStep:
         import jax
         import numpy as np
 
-        from mumae_jax import optim, sharding, train_state
-        from mumae_jax.models import mae
+        from mumae_jax import sharding, train_state
 
         self.config, self.batch = config, batch
-        self.model = mae.from_config(config)
         self.mesh = sharding.make_mesh()
         sharding.check_batch_size(batch, self.mesh)
-        tx, schedule = optim.make_optimizer(config, 1000, 10)
-        init, self.abstract, state_sh = train_state.train_state_initializer(
-            self.model, tx, jax.random.key(0), self.mesh)
-        self.step_fn = train_state.make_train_step(self.model, tx, schedule, 0, batch, self.mesh, state_sh)
+        self.model, init, self.abstract, self.step_fn = train_state.step_for_config(config, batch, self.mesh)
         rng = np.random.default_rng(0)
         bsh = sharding.batch_sharding(self.mesh)
         self.inputs = {s.name: jax.device_put(rng.standard_normal((batch,) + s.input_shape, np.float32), bsh)
@@ -174,8 +169,7 @@ def side_by_side(config, batch: int, steps: int, warmup: int, rounds: int) -> di
     """transformers VideoMAE vs mumae_jax (video only) at equal shapes, alternated in one process."""
     from mumae_jax import bench_peer, flops
 
-    video = config.copy_and_resolve_references()
-    video.modalities = ("video",)
+    video = bench_peer.video_only(config)
     ours = JaxStep(video, batch)
     peer, info = bench_peer.make_step(video, batch)
     for _ in range(warmup):
@@ -212,9 +206,7 @@ def _isolated(framework: str, argv: list[str]) -> dict:
 def measure_torch_only(config, batch: int, steps: int, warmup: int) -> dict[str, Any]:
     from mumae_jax import bench_peer
 
-    video = config.copy_and_resolve_references()
-    video.modalities = ("video",)
-    step, info = bench_peer.make_step(video, batch)
+    step, info = bench_peer.make_step(config, batch)
     for _ in range(warmup):
         step()
     t = _percentiles([step() for _ in range(steps)])

@@ -12,6 +12,13 @@ from typing import Callable
 import numpy as np
 
 
+def video_only(config):
+    """A copy of a pretraining config with only its video modality (VideoMAE)."""
+    video = config.copy_and_resolve_references()
+    video.modalities = ("video",)
+    return video
+
+
 def make_step(config, batch: int, seed: int = 0) -> tuple[Callable[[], float], dict]:
     """(step() -> seconds of one synchronous training step, info) for the video modality of `config`."""
     import torch
@@ -20,8 +27,7 @@ def make_step(config, batch: int, seed: int = 0) -> tuple[Callable[[], float], d
     from mumae_jax.models import modality
     from mumae_jax.tools import hf_keys
 
-    video_cfg = config.copy_and_resolve_references()
-    video_cfg.modalities = ("video",)
+    video_cfg = video_only(config)
     spec = modality.specs_from_config(("video",), video_cfg.modality)[0]
     kwargs = hf_keys.hf_config(video_cfg, strict=False)
     torch.manual_seed(seed)

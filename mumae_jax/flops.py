@@ -65,17 +65,13 @@ def xla_flops_per_clip(config, batch: int, mesh=None) -> float:
     import jax
     import numpy as np
 
-    from mumae_jax import optim, sharding, train_state
-    from mumae_jax.models import mae
+    from mumae_jax import sharding, train_state
 
     config = config.copy_and_resolve_references()
     config.model.attention_impl = "xla"
     config.model.remat = "none"
-    model = mae.from_config(config)
     mesh = mesh if mesh is not None else sharding.make_mesh()
-    tx, schedule = optim.make_optimizer(config, 100, 10)
-    _, abstract, state_sh = train_state.train_state_initializer(model, tx, jax.random.key(0), mesh)
-    step = train_state.make_train_step(model, tx, schedule, 0, batch, mesh, state_sh)
+    model, _, abstract, step = train_state.step_for_config(config, batch, mesh)
     inputs = {s.name: jax.ShapeDtypeStruct((batch,) + s.input_shape, np.float32,
                                            sharding=sharding.batch_sharding(mesh)) for s in model.specs}
     cost = step.lower(abstract, inputs).cost_analysis()

@@ -114,6 +114,18 @@ def make_train_step(model: MultimodalMAE, tx: optax.GradientTransformation, sche
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
 
 
+def step_for_config(config, batch_size: int, mesh, seed: int = 0):
+    """(model, init, abstract_state, jitted step) of a pretraining config on `mesh`, for benchmarks and cost
+    analysis (the schedule's length does not change the step's shapes or cost)."""
+    from mumae_jax import optim
+    from mumae_jax.models import mae
+
+    model = mae.from_config(config)
+    tx, schedule = optim.make_optimizer(config, 1000, 10)
+    init, abstract, state_sh = train_state_initializer(model, tx, jax.random.key(seed), mesh)
+    return model, init, abstract, make_train_step(model, tx, schedule, seed, batch_size, mesh, state_sh)
+
+
 def param_count(params) -> int:
     """Number of parameters."""
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
