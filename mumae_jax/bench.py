@@ -16,8 +16,10 @@ never imported unless --input is given):
   memory            peak device memory (GPU/TPU memory_stats) and the process's peak host RSS
 --peer hf: the same video shapes through transformers' VideoMAEForPreTraining (fwd + bwd + AdamW), and
    mumae_jax's video-only step, alternated for --rounds rounds of --steps steps; prints the time ratio.
---memory: re-runs the jax step and (with --peer hf) the torch step each in a fresh process and reports
-   each one's peak RSS (memory of one framework is not mixed with the other's).
+--memory: re-runs the jax step (and, with --peer hf, the video-only jax step and the torch step) each alone
+   in a fresh process and reports each one's peak RSS (one framework's memory is not mixed with the
+   other's, nor with this process's cost analysis). Both sides give what their compilers/allocators freed
+   back to the system first (host_memory.release_freed, as the training loop does).
 --input: the input pipeline alone (mumae_jax/data/bench_input.py; needs TensorFlow).
 """
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from mumae_jax import host_memory  # noqa: E402
+
 config_flags.DEFINE_config_file("config", None, "Pretraining config (configs/pretrain.py[:args]).", lock_config=False)
 flags.DEFINE_integer("batch", 0, "Global batch (0: config.batch_size).")
 flags.DEFINE_integer("steps", 10, "Timed steps (per round with --peer).")
@@ -43,7 +46,8 @@ flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_float("peak_tflops", 0.0, "Peak dense TFLOP/s for MFU (0: from the table by device kind).")
 flags.DEFINE_enum("peer", "", ["", "hf"], "Also run the transformers VideoMAE step, alternated.")
 flags.DEFINE_integer("rounds", 3, "Alternation rounds with --peer.")
-flags.DEFINE_enum("framework", "jax", ["jax", "torch"], "Single-framework run (used by --memory).")
+flags.DEFINE_enum("framework", "", ["", "jax", "torch"], "Only this framework's step, lean (used by --memory).")
+flags.DEFINE_bool("video_only", False, "With --framework: the video modality alone.")
 flags.DEFINE_bool("memory", False, "Peak host RSS of each framework's step in a fresh process.")
 flags.DEFINE_bool("input", False, "Also measure the input pipeline alone (needs TensorFlow).")
 flags.DEFINE_string("compilation_cache", "", "Persistent compilation cache directory (jax_compilation_cache_dir).")
@@ -62,18 +66,6 @@ def peak_tflops(device_kind: str, given: float = 0.0) -> Optional[float]:
         if name.lower() in device_kind.lower():
             return peak
     return None
-
-
-def host_peak_rss_mb() -> float:
-    """Peak resident memory of this process (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def _percentiles(times):
@@ -105,7 +97,10 @@ class JaxStep:
         lowered = self.step_fn.lower(self.abstract, self.inputs)
         self.compiled = lowered.compile()
         self.compile_s = time.perf_counter() - t0
-        self.state = init()
+        del lowered
+        host_memory.release_freed()  # what the compiler freed (as the training loop does)
+        self.state = jax.block_until_ready(init())
+        host_memory.release_freed()
         self.params = train_state.param_count(self.state["params"])
 
     def __call__(self) -> float:
@@ -160,7 +155,7 @@ def measure_jax(config, batch: int, steps: int, warmup: int, peak: float = 0.0) 
         "achieved_tflops": analytic * batch / t["median"] / 1e12, "peak_tflops": pk,
         "mfu": (analytic * batch / t["median"] / (pk * 1e12)) if pk else None,
         "device": f"{dev.platform}:{dev.device_kind} x{jax.device_count()}", "device_memory": _device_memory(),
-        "host_peak_rss_mb": host_peak_rss_mb(),
+        "host_peak_rss_mb": host_memory.peak_rss_mb(),
     }
     return out
 
@@ -189,29 +184,41 @@ def side_by_side(config, batch: int, steps: int, warmup: int, rounds: int) -> di
             "speedup": b["median"] / a["median"]}
 
 
-def _isolated(framework: str, argv: list[str]) -> dict:
-    """Runs this module for one framework in a fresh process; returns its JSON result."""
+def _isolated(framework: str, argv: list[str], video_only: bool = False) -> dict:
+    """Runs this module for one framework's step in a fresh process; returns its JSON result."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "r.json")
         keep = [a for a in argv[1:] if not a.startswith(("--peer", "--memory", "--json", "--framework", "--input",
-                                                           "--rounds"))]
-        cmd = [sys.executable, "-m", "mumae_jax.bench", *keep, f"--framework={framework}", f"--json={out}"]
+                                                           "--rounds", "--video_only"))]
+        cmd = [sys.executable, "-m", "mumae_jax.bench", *keep, f"--framework={framework}", f"--json={out}",
+               f"--video_only={video_only}"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         with open(out, encoding="utf-8") as f:
             return json.load(f)
+
+
+def measure_jax_only(config, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+    """The jax step alone (no cost analysis, no peer): its time and the process's peak host RSS."""
+    step = JaxStep(config, batch)
+    for _ in range(warmup):
+        step()
+    t = _percentiles([step() for _ in range(steps)])
+    return {"batch": batch, "step_s": t, "clips_per_s": batch / t["median"],
+            "host_peak_rss_mb": host_memory.peak_rss_mb()}
 
 
 def measure_torch_only(config, batch: int, steps: int, warmup: int) -> dict[str, Any]:
     from mumae_jax import bench_peer
 
     step, info = bench_peer.make_step(config, batch)
+    host_memory.release_freed()  # as JaxStep does after building
     for _ in range(warmup):
         step()
     t = _percentiles([step() for _ in range(steps)])
     return {**info, "batch": batch, "step_s": t, "clips_per_s": batch / t["median"],
-            "host_peak_rss_mb": host_peak_rss_mb()}
+            "host_peak_rss_mb": host_memory.peak_rss_mb()}
 
 
 def format_table(result: dict) -> str:
@@ -261,8 +268,12 @@ def main(argv):
         jax.config.update("jax_compilation_cache_dir", f.compilation_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     batch = f.batch or config.batch_size
-    if f.framework == "torch":
-        result = {"torch": measure_torch_only(config, batch, f.steps, f.warmup)}
+    if f.framework:
+        from mumae_jax import bench_peer
+
+        cfg = bench_peer.video_only(config) if f.video_only else config
+        measure = measure_torch_only if f.framework == "torch" else measure_jax_only
+        result = {f.framework: measure(cfg, batch, f.steps, f.warmup)}
     else:
         result = {"step": measure_jax(config, batch, f.steps, f.warmup, f.peak_tflops),
                   "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
@@ -270,9 +281,10 @@ def main(argv):
         if f.peer == "hf":
             result["peer"] = side_by_side(config, batch, f.steps, f.warmup, f.rounds)
         if f.memory:
-            result["memory"] = {"mumae_jax (this config)": _isolated("jax", sys.argv)["step"]["host_peak_rss_mb"]}
+            result["memory"] = {"mumae_jax (this config)": _isolated("jax", sys.argv)["jax"]["host_peak_rss_mb"]}
             if f.peer == "hf":
-                result["memory"]["transformers (video)"] = _isolated("torch", sys.argv)["torch"]["host_peak_rss_mb"]
+                for name, fw in (("mumae_jax (video)", "jax"), ("transformers (video)", "torch")):
+                    result["memory"][name] = _isolated(fw, sys.argv, video_only=True)[fw]["host_peak_rss_mb"]
         if f.input:
             from mumae_jax.data import bench_input
 

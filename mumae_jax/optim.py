@@ -6,6 +6,8 @@ import logging
 import jax
 import optax
 
+from mumae_jax.models.vit import SCANNED
+
 
 def lr_schedule(peak: float, end: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
     """Per-step linear warm-up from 0, then cosine from `peak` to `end` (official `cosine_scheduler`).
@@ -28,11 +30,14 @@ def lr_schedule(peak: float, end: float, warmup_steps: int, total_steps: int) ->
 
 
 def decay_mask(params):
-    """True where weight decay applies: not on 1-D params (biases, norms, q/v biases) nor mask_token."""
+    """True where weight decay applies: not on 1-D params (biases, norms, q/v biases) nor mask_token.
+
+    Inside a scanned Transformer (`layers/...`) the leading layer axis does not count."""
 
     def keep(path, p):
         names = [getattr(k, "key", str(k)) for k in path]
-        return p.ndim > 1 and "mask_token" not in names and names[-1] != "bias"
+        ndim = p.ndim - (SCANNED in names)
+        return ndim > 1 and "mask_token" not in names and names[-1] != "bias"
 
     return jax.tree_util.tree_map_with_path(keep, params)
 

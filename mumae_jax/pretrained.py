@@ -14,7 +14,7 @@ import jax
 import ml_collections as mlc
 
 from mumae_jax import checkpointing, model_init, optim, sharding, train_state
-from mumae_jax.models import mae
+from mumae_jax.models import layer_stack, mae
 
 
 def load_config(workdir: str) -> mlc.ConfigDict:
@@ -30,8 +30,9 @@ def load_config(workdir: str) -> mlc.ConfigDict:
 def load_params(workdir: str, step: Optional[int] = None, mesh=None) -> tuple[mlc.ConfigDict, Any, int]:
     """(pretraining config, params of the `MultimodalMAE`, step) from the latest (or given) checkpoint.
 
-    Parameters come back replicated over `mesh` (default: all devices). A converted directory may hold
-    an encoder-only subset of the parameters.
+    Parameters come back replicated over `mesh` (default: all devices), in the per-layer layout
+    (`block00`, ...) even when the run scanned its layers (`config.model.scan`, which then reads False
+    in the returned config). A converted directory may hold an encoder-only subset of the parameters.
     """
     config = load_config(workdir)
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -54,4 +55,8 @@ def load_params(workdir: str, step: Optional[int] = None, mesh=None) -> tuple[ml
         state, _ = ckpt.restore(step, abstract)
     finally:
         ckpt.close()
-    return config, state["params"], step
+    params = state["params"]
+    if config.model.get("scan", False):
+        params = jax.device_put(layer_stack.unstack(jax.device_get(params)), sharding.replicated(mesh))
+        config.model.scan = False
+    return config, params, step

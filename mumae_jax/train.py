@@ -19,8 +19,8 @@ import jax
 import numpy as np
 import tqdm
 
-from mumae_jax import checkpointing, metrics, model_init, optim, sharding, train_state
-from mumae_jax.models import mae
+from mumae_jax import checkpointing, host_memory, metrics, model_init, optim, sharding, train_state
+from mumae_jax.models import layer_stack, mae
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,9 @@ def _apply_model_init(config, state, tx, state_sh, mesh, workdir: str, is_main: 
 
     source_config, source, step = pretrained.load_params(config.model_init, config.get("model_init_step", -1), mesh)
     model_init.check_architecture(source_config, config, source)
-    params, report = model_init.apply(jax.device_get(state["params"]), jax.device_get(source),
-                                      config.get("model_init_fresh", ()))
-    params = jax.device_put(params, state_sh["params"])
+    template = layer_stack.unstack(jax.device_get(state["params"]))  # both in the per-layer layout
+    params, report = model_init.apply(template, jax.device_get(source), config.get("model_init_fresh", ()))
+    params = jax.device_put(layer_stack.to_layout(params, bool(config.model.get("scan", False))), state_sh["params"])
     state = {**state, "params": params, "opt_state": jax.jit(tx.init, out_shardings=state_sh["opt_state"])(params)}
     if is_main:
         with open(os.path.join(workdir, "model_init_report.json"), "w", encoding="utf-8") as f:
@@ -108,6 +108,18 @@ def _apply_model_init(config, state, tx, state_sh, mesh, workdir: str, is_main: 
     log.info("parameters from %s (step %d): %d loaded, %d kept fresh, %d ignored", config.model_init, step,
              len(report["loaded"]), len(report["kept_init"]), len(report["ignored"]))
     return state
+
+
+def _check_same_layer_layout(config, workdir: str) -> None:
+    """A run resumes only with the layer layout (config.model.scan) its checkpoints were written with."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        saved = bool(json.load(f).get("model", {}).get("scan", False))
+    if saved != bool(config.model.get("scan", False)):
+        raise ValueError(f"{workdir} holds checkpoints written with config.model.scan={saved}; resume with the "
+                         f"same setting (or start a new run from them with config.model_init={workdir!r})")
 
 
 def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int], None]] = None) -> dict:
@@ -142,11 +154,12 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     writer = metrics.MetricWriter(workdir, tensorboard=config.write_tensorboard)
     start = ckpt.latest_step() or 0
     if start:  # restore straight into the current mesh's shardings; nothing is initialised
+        _check_same_layer_layout(config, workdir)
         state, _ = ckpt.restore(start, abstract_state)
         writer.truncate_after(start)
         log.info("resumed from %s at step %d", ckpt.directory, start)
     else:
-        state = init()
+        state = jax.block_until_ready(init())
         if config.get("model_init", ""):
             state = _apply_model_init(config, state, tx, state_sh, mesh, workdir, is_main)
     if is_main:
@@ -181,6 +194,8 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
             while step < total:
                 batch = next(device_batches)
                 state, m = step_fn(state, batch)
+                if step == start:  # the step was just compiled: give what the compiler freed back
+                    host_memory.release_freed()
                 step += 1
                 steps_since_log += 1
                 pending.append(m)

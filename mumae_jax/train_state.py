@@ -2,8 +2,9 @@
 
 State: {'step': int32, 'params', 'opt_state', 'nonfinite_step': int32}. `nonfinite_step` is -1 while
 training is healthy; the first step with a non-finite loss or gradient norm stores its (1-based) step
-and from then on updates are skipped, so the state stays the last finite one and the host can stop
-with a message naming the step.
+and from then on updates are skipped, so the parameters stay the last finite ones (Adam's moments decay
+as for a zero gradient, which keeps the update in place) and the host can stop with a message naming
+the step.
 """
 from __future__ import annotations
 
@@ -91,17 +92,19 @@ def make_train_step(model: MultimodalMAE, tx: optax.GradientTransformation, sche
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         healthy = finite & (state["nonfinite_step"] < 0)
 
-        def update(st):
-            updates, opt_state = tx.update(grads, st["opt_state"], st["params"])
-            return {"step": st["step"] + 1, "params": optax.apply_updates(st["params"], updates),
-                    "opt_state": opt_state}, optax.tree.norm(updates)
-
-        def keep(st):
-            return {k: st[k] for k in ("step", "params", "opt_state")}, jnp.zeros((), jnp.float32)
-
-        # lax.cond (not a select over the whole state): the update writes into the donated buffers,
-        # without a second copy of params and optimizer state alive at the peak
-        out, update_norm = jax.lax.cond(healthy, update, keep, state)
+        # Guard without a second copy of the state: a non-finite gradient enters the optimizer as zeros and
+        # the parameter update is masked, so each new leaf is written in place into the donated buffers.
+        # (Selecting between old and new optimizer state, or a lax.cond, keeps both alive: +0.35 GB for
+        # ViT-B.) A skipped step leaves params, step and the optimizer's scalar counters exact; Adam's
+        # moments decay as for a zero gradient.
+        safe_grads = jax.tree.map(lambda g: jnp.where(healthy, g, jnp.zeros_like(g)), grads)
+        updates, opt_state = tx.update(safe_grads, state["opt_state"], state["params"])
+        out = {"step": jnp.where(healthy, step + 1, step),
+               "params": jax.tree.map(lambda p, u: jnp.where(healthy, p + u.astype(p.dtype), p),
+                                      state["params"], updates),
+               "opt_state": jax.tree.map(lambda new, old: jnp.where(healthy, new, old) if new.ndim == 0 else new,
+                                         opt_state, state["opt_state"])}
+        update_norm = jnp.where(healthy, optax.tree.norm(updates), 0.0)
         params = out["params"]
         out["nonfinite_step"] = jnp.where((state["nonfinite_step"] < 0) & ~finite, step + 1,
                                           state["nonfinite_step"])

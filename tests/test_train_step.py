@@ -66,6 +66,8 @@ def test_nonfinite_step_is_recorded_and_state_frozen(tiny_config):
     good = _batch(model.specs, tiny_config.batch_size)
     state, _ = step(state, sharding.to_global(good, mesh))
     before = jax.device_get(state["params"])
+    counters = [x for x in jax.tree.leaves(jax.device_get(state["opt_state"])) if np.ndim(x) == 0]
+    assert counters and all(int(c) == 1 for c in counters)  # optax's step counts
     bad = dict(good)
     bad["gyro"] = np.full_like(good["gyro"], np.nan)
     state, m = step(state, sharding.to_global(bad, mesh))
@@ -73,7 +75,9 @@ def test_nonfinite_step_is_recorded_and_state_frozen(tiny_config):
     assert int(state["nonfinite_step"]) == 2 and int(state["step"]) == 1
     state, _ = step(state, sharding.to_global(good, mesh))  # later steps do not move the state either
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state["params"]), before)
-    assert int(state["nonfinite_step"]) == 2
+    assert int(state["nonfinite_step"]) == 2 and int(state["step"]) == 1
+    after = [x for x in jax.tree.leaves(jax.device_get(state["opt_state"])) if np.ndim(x) == 0]
+    assert [int(c) for c in after] == [int(c) for c in counters]  # the schedule did not advance
 
 
 def test_lr_schedule_matches_official_formula():

@@ -40,12 +40,13 @@ class ModalityDecoder(nn.Module):
     ln_eps: float = vit.LN_EPS
     norm_eps: float = vit.LN_EPS
     remat: str = "none"
+    scan: bool = False
 
     @nn.compact
     def __call__(self, x):
         x = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, final_norm=False, dtype=self.dtype,
                             attention_impl=self.attention_impl, ln_eps=self.ln_eps, remat=self.remat,
-                            name="blocks")(x)
+                            scan=self.scan, name="blocks")(x)
         x = nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, name="norm")(x[:, -self.num_masked:])
         return nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=vit.dense_init, name="head")(x)
 
@@ -78,13 +79,15 @@ class MultimodalMAE(nn.Module):
     layer_norm_eps: float = vit.LN_EPS
     decoder_norm_eps: float = vit.LN_EPS
     remat: str = "none"
+    scan: bool = False  # scan over stacked layers (vit.Transformer); parameters `layers/...` not `blockNN/...`
 
     def setup(self):
         self.embeds = {s.name: tokenizers.make_embed(s, self.width, self.dtype, name=f"embed_{s.name}")
                        for s in self.specs}
         self.encoder = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, self.drop_path,
                                        dtype=self.dtype, attention_impl=self.attention_impl,
-                                       ln_eps=self.layer_norm_eps, remat=self.remat, name="encoder")
+                                       ln_eps=self.layer_norm_eps, remat=self.remat, scan=self.scan,
+                                       name="encoder")
         self.encoder_to_decoder = nn.Dense(self.decoder_width, use_bias=False, dtype=self.dtype,
                                            kernel_init=vit.dense_init, name="encoder_to_decoder")
         self.mask_token = self.param("mask_token", nn.initializers.truncated_normal(0.02),
@@ -92,7 +95,7 @@ class MultimodalMAE(nn.Module):
         self.decoders = {
             s.name: ModalityDecoder(self.decoder_depth, self.decoder_heads, self.decoder_mlp_dim,
                                     s.token_dim, s.num_decoded, self.dtype, self.attention_impl,
-                                    self.layer_norm_eps, self.decoder_norm_eps, self.remat,
+                                    self.layer_norm_eps, self.decoder_norm_eps, self.remat, self.scan,
                                     name=f"decoder_{s.name}")
             for s in self.specs
         }
@@ -147,7 +150,8 @@ def from_config(config) -> MultimodalMAE:
     if remat not in vit.REMAT:
         raise ValueError(f"config.model.remat={remat!r}; expected one of {vit.REMAT}")
     return MultimodalMAE(specs=specs, drop_path=float(config.model.get("drop_path", 0.0)), dtype=dtype,
-                         attention_impl=impl, remat=remat, **layer_norm_eps(config.model), **sizes)
+                         attention_impl=impl, remat=remat, scan=bool(config.model.get("scan", False)),
+                         **layer_norm_eps(config.model), **sizes)
 
 
 def layer_norm_eps(model_cfg) -> dict[str, float]:
