@@ -13,6 +13,8 @@ never imported unless --input is given):
                     `pipelined_step_s`: the mean when --steps steps are dispatched back to back (one sync)
   clips/s           batch / median step time
   MFU               analytic FLOPs per second / peak (--peak_tflops, or the table below by device kind)
+  matmul floor      analytic FLOPs / the rate of one large matmul measured here (`matmul_tflops`): no
+                    implementation of the same arithmetic runs faster on this device
   memory            peak device memory (GPU/TPU memory_stats) and the process's peak host RSS
 --peer hf: the same video shapes through transformers' VideoMAEForPreTraining (fwd + bwd + AdamW), and
    mumae_jax's video-only step, alternated for --rounds rounds of --steps steps; prints the time ratio.
@@ -122,6 +124,28 @@ class JaxStep:
         return (time.perf_counter() - t0) / steps
 
 
+def matmul_tflops(dtype: str = "float32", shape=(3136, 768, 3072), repeats: int = 5) -> float:
+    """Measured rate of one large dense matmul [m,k]@[k,n] on the default device (TFLOP/s, best of
+    `repeats`; float32 accumulation). The default shape is a ViT-B MLP layer at batch 2 x 1568 tokens.
+
+    `analytic FLOPs / this rate` is a floor for the step time that no implementation of the same
+    arithmetic reaches on this device; the bench prints it next to the measured step."""
+    import jax
+    import jax.numpy as jnp
+
+    m, k, n = shape
+    a = jnp.ones((m, k), dtype)
+    b = jnp.ones((k, n), dtype)
+    f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    jax.block_until_ready(f(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a, b))
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * m * k * n / best / 1e12
+
+
 def _device_memory():
     import jax
 
@@ -143,6 +167,7 @@ def measure_jax(config, batch: int, steps: int, warmup: int, peak: float = 0.0) 
     dev = jax.devices()[0]
     t = _percentiles(times)
     pk = peak_tflops(dev.device_kind, peak)
+    rate = matmul_tflops(config.get("compute_dtype", "float32"))
     out = {
         "framework": f"jax {jax.__version__}", "variant": config.model.variant,
         "modalities": list(config.modalities), "compute_dtype": config.get("compute_dtype", "float32"),
@@ -154,6 +179,7 @@ def measure_jax(config, batch: int, steps: int, warmup: int, peak: float = 0.0) 
         "clips_per_s": batch / t["median"], "pipelined_clips_per_s": batch / pipelined,
         "achieved_tflops": analytic * batch / t["median"] / 1e12, "peak_tflops": pk,
         "mfu": (analytic * batch / t["median"] / (pk * 1e12)) if pk else None,
+        "matmul_tflops": rate, "matmul_floor_step_s": analytic * batch / (rate * 1e12),
         "device": f"{dev.platform}:{dev.device_kind} x{jax.device_count()}", "device_memory": _device_memory(),
         "host_peak_rss_mb": host_memory.peak_rss_mb(),
     }
@@ -175,9 +201,11 @@ def side_by_side(config, batch: int, steps: int, warmup: int, rounds: int) -> di
         t_peer += [peer() for _ in range(steps)]
         t_ours += [ours() for _ in range(steps)]
     a, b = _percentiles(t_ours), _percentiles(t_peer)
-    return {"shapes": f"video {list(ours.model.specs[0].input_shape)}, batch {batch}, "
+    video_flops = flops.from_config(video)["train_flops_per_clip"]
+    floor = video_flops * batch / (matmul_tflops(video.get("compute_dtype", "float32")) * 1e12)
+    return {"matmul_floor_step_s": floor,"shapes": f"video {list(ours.model.specs[0].input_shape)}, batch {batch}, "
                       f"mask {ours.model.specs[0].mask_ratio}",
-            "analytic_gflops_per_clip": flops.from_config(video)["train_flops_per_clip"] / 1e9,
+            "analytic_gflops_per_clip": video_flops / 1e9,
             "mumae_jax": {"step_s": a, "clips_per_s": batch / a["median"], "params": ours.params,
                           "compile_s": ours.compile_s},
             "transformers": {"step_s": b, "clips_per_s": batch / b["median"], **info},
@@ -238,6 +266,10 @@ def format_table(result: dict) -> str:
             ("achieved TFLOP/s", f"{r['achieved_tflops']:.3f}"),
             ("MFU", f"{100 * r['mfu']:.1f} % of {r['peak_tflops']:g} TFLOP/s" if r["mfu"] is not None
              else "n/a (no peak known for this device; pass --peak_tflops)"),
+            ("one large matmul here / step floor", f"{r['matmul_tflops']:.3f} TFLOP/s -> "
+                                                   f"{r['matmul_floor_step_s'] * 1e3:.0f} ms "
+                                                   f"(step at {100 * r['matmul_floor_step_s'] / r['step_s']['median']:.0f} %"
+                                                   " of that rate)"),
             ("peak device memory", f"{r['device_memory']['peak_bytes_in_use'] / 2**30:.2f} GiB"
              if "peak_bytes_in_use" in r["device_memory"] else "n/a"),
             ("peak host RSS (process)", f"{r['host_peak_rss_mb']:.0f} MB")]
@@ -248,7 +280,10 @@ def format_table(result: dict) -> str:
                                                   f"({p['transformers']['framework']}, "
                                                   f"{p['transformers']['attention']})"),
                  ("  mumae_jax video-only step", f"{p['mumae_jax']['step_s']['median'] * 1e3:.1f} ms"),
-                 ("  speed-up (transformers / mumae_jax)", f"{p['speedup']:.2f}x")]
+                 ("  speed-up (transformers / mumae_jax)", f"{p['speedup']:.2f}x"),
+                 ("  matmul floor of this step (see above)", f"{p['matmul_floor_step_s'] * 1e3:.0f} ms: at most "
+                                                             f"{p['transformers']['step_s']['median'] / p['matmul_floor_step_s']:.2f}x"
+                                                             " faster than transformers is possible here")]
     if "memory" in result:
         for k, v in result["memory"].items():
             rows.append((f"peak host RSS, {k} alone", f"{v:.0f} MB"))

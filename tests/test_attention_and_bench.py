@@ -1,6 +1,10 @@
 """Chunked attention equals plain attention (values and gradients); the benchmark's record is consistent."""
+import contextlib
+import io
+
 import jax
 import jax.numpy as jnp
+from jax import ad_checkpoint
 import numpy as np
 import pytest
 
@@ -24,8 +28,33 @@ def test_chunked_attention_matches_dot_product_attention_with_gradients():
         vit.attend(q, k, v, "flash")
 
 
+def test_gelu_matches_exact_gelu_values_and_gradients():
+    x = jnp.linspace(-8.0, 8.0, 2001)
+    np.testing.assert_allclose(vit.gelu(x), jax.nn.gelu(x, approximate=False), atol=1e-6)
+    g = jax.grad(lambda x: jnp.sum(vit.gelu(x) * jnp.cos(x)))(x)
+    g_ref = jax.grad(lambda x: jnp.sum(jax.nn.gelu(x, approximate=False) * jnp.cos(x)))(x)
+    np.testing.assert_allclose(g, g_ref, atol=1e-5)
+    xb = x.astype(jnp.bfloat16)
+    assert vit.gelu(xb).dtype == jnp.bfloat16 and jax.grad(lambda x: jnp.sum(vit.gelu(x)))(xb).dtype == jnp.bfloat16
+
+    def saved(f):  # array residuals kept for the backward pass
+        return [line for line in _printed(ad_checkpoint.print_saved_residuals, lambda x: jnp.sum(f(x)), x)
+                if line.startswith("f32[2001]")]
+
+    assert len(saved(vit.gelu)) == 1  # only x
+    assert len(saved(lambda x: jax.nn.gelu(x, approximate=False))) == 3
+
+
+def _printed(fn, *args):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        fn(*args)
+    return buf.getvalue().splitlines()
+
+
 def test_bench_record_is_consistent():
     config = make_tiny_config()
+    config.model.update(scan=True, remat="dots")  # XLA's count is taken without the scan (a loop counts once)
     r = bench.measure_jax(config, batch=8, steps=2, warmup=1)
     model = mae.from_config(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *train_state.dummy_inputs(model.specs)))
@@ -35,6 +64,8 @@ def test_bench_record_is_consistent():
     assert r["clips_per_s"] == pytest.approx(8 / r["step_s"]["median"])
     assert r["step_s"]["n"] == 2 and r["step_s"]["p10"] <= r["step_s"]["median"] <= r["step_s"]["p90"]
     assert r["mfu"] is None and r["peak_tflops"] is None  # no peak is known for a CPU
+    assert r["matmul_tflops"] > 0
+    assert r["matmul_floor_step_s"] == pytest.approx(r["analytic_gflops_per_clip"] * 1e9 * 8 / (r["matmul_tflops"] * 1e12))
     assert bench.peak_tflops("NVIDIA H200") == 989.0 and bench.peak_tflops("TPU v5 lite") == 197.0
     assert bench.peak_tflops("cpu", 1.5) == 1.5
     assert "GFLOP per clip" in bench.format_table({"step": r})
