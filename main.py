@@ -1,4 +1,6 @@
-"""Entry point: `python main.py --config=configs/{pretrain,oneshot}.py[:args] --workdir=DIR [--config.x=y ...]`."""
+"""Entry point: `python main.py --config=configs/{pretrain,oneshot}.py[:args] --workdir=DIR [--config.x=y ...]`.
+
+Multi-host: started once per host (or GPU) by a launcher, it joins the job first (mumae_jax/distributed.py)."""
 import logging
 import os
 
@@ -16,6 +18,9 @@ def main(argv):
     del argv
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax/jax chatter
     logging.getLogger("mumae_jax").setLevel(logging.INFO)
+    from mumae_jax import distributed
+
+    distributed.maybe_initialize()  # before any backend use; a no-op unless launched as a multi-process job
     config = flags.FLAGS.config
     if config.trainer == "oneshot":
         from mumae_jax import episode_eval, oneshot_train

@@ -1,0 +1,103 @@
+"""Multi-host on one box: two `main.py` processes on 127.0.0.1 (CPU, gloo) train the tiny config with the
+data split between them and log the same losses as one process on the whole batch; their checkpoint
+restores in a single process; when to join a job, and a clear error when the coordinator is unreachable."""
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from mumae_jax import distributed, metrics, pretrained
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tests/conftest.make_tiny_config as command-line overrides (what a user of main.py would type)
+TINY = ["--config=configs/pretrain.py:runlocal", "--config.model.width=64", "--config.model.depth=2",
+        "--config.model.num_heads=2", "--config.model.mlp_dim=128", "--config.model.decoder_width=32",
+        "--config.model.decoder_depth=1", "--config.model.decoder_heads=2", "--config.modality.video.num_frames=4",
+        "--config.modality.video.image_size=32", "--config.batch_size=8", "--config.total_steps=3",
+        "--config.warmup_steps=1", "--config.log_every_steps=1", "--config.checkpoint_every_steps=3",
+        "--config.write_tensorboard=False", "--config.progress_bar=False", "--config.data.num_subjects=2",
+        "--config.data.num_sessions=1", "--config.evals.fewshot.every_steps=0"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _main(workdir: str, devices: int, **env_extra) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu", **env_extra)
+    return subprocess.Popen([sys.executable, "main.py", *TINY, f"--workdir={workdir}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc: subprocess.Popen, what: str) -> str:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"{what} failed:\n{out[-3000:]}"
+    return out
+
+
+def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tmp_path):
+    port = _free_port()
+    pair = str(tmp_path / "pair")
+    procs = [_main(pair, 1, MUMAE_JAX_COORDINATOR=f"127.0.0.1:{port}", MUMAE_JAX_NUM_PROCESSES="2",
+                   MUMAE_JAX_PROCESS_ID=str(i), MUMAE_JAX_INIT_TIMEOUT="120") for i in range(2)]
+    outs = [_finish(p, f"process {i}") for i, p in enumerate(procs)]
+    for i, out in enumerate(outs):
+        assert f"joined a 2-process job as process {i} (explicit; 1 local / 2 global devices)" in out, out[-2000:]
+    single = str(tmp_path / "single")
+    _finish(_main(single, 2), "the single process")  # the same 2-device mesh, one process
+
+    a, b = (metrics.read_jsonl(os.path.join(d, "metrics.jsonl")) for d in (pair, single))
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3]
+    np.testing.assert_allclose([r["loss"] for r in a], [r["loss"] for r in b], rtol=1e-5)
+    np.testing.assert_allclose([r["grad_norm"] for r in a], [r["grad_norm"] for r in b], rtol=1e-4)
+
+    # the pair's checkpoint restores in this (single, 8-device) process and equals the single run's
+    _, p_pair, step = pretrained.load_params(pair)
+    _, p_single, _ = pretrained.load_params(single)
+    assert step == 3
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
+                 jax.device_get(p_pair), jax.device_get(p_single))
+
+
+def test_unreachable_coordinator_fails_with_a_clear_message():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
+    env.update(MUMAE_JAX_COORDINATOR=f"127.0.0.1:{_free_port()}", MUMAE_JAX_NUM_PROCESSES="2",
+               MUMAE_JAX_PROCESS_ID="1", MUMAE_JAX_INIT_TIMEOUT="2", JAX_PLATFORMS="cpu")
+    code = "from mumae_jax import distributed; distributed.maybe_initialize()"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "process 1 of 2: the coordinator 127.0.0.1:" in r.stderr and "within 2 s" in r.stderr
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, None),
+    ({"MUMAE_JAX_COORDINATOR": "h:1", "MUMAE_JAX_NUM_PROCESSES": "2", "MUMAE_JAX_PROCESS_ID": "0"}, "explicit"),
+    ({"MUMAE_JAX_DISTRIBUTED": "1"}, "asked"),
+    ({"MUMAE_JAX_DISTRIBUTED": "0", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "4"}, None),
+    ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "4"}, "slurm"),
+    ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "1"}, None),
+    ({"SLURM_NTASKS": "4"}, None),  # an allocation, not a step started by srun
+    ({"OMPI_COMM_WORLD_SIZE": "2"}, "mpi"),
+    ({"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"}, "tpu_pod"),
+    ({"TPU_WORKER_HOSTNAMES": "localhost"}, None),  # a single-host TPU VM
+])
+def test_when_to_join_a_job(env, expected):
+    assert distributed.detect(env) == expected
+    if expected is None:
+        assert distributed.maybe_initialize(env) is False
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="MUMAE_JAX_DISTRIBUTED='maybe'"):
+        distributed.detect({"MUMAE_JAX_DISTRIBUTED": "maybe"})
+    with pytest.raises(ValueError, match="also set MUMAE_JAX_NUM_PROCESSES"):
+        distributed.maybe_initialize({"MUMAE_JAX_COORDINATOR": "127.0.0.1:1", "MUMAE_JAX_PROCESS_ID": "0"})
+    with pytest.raises(ValueError, match="expected host:port"):
+        distributed.wait_for_coordinator("nohost", 1, "p")
