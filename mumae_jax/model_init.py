@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import jax
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
 from mumae_jax import checkpointing
@@ -25,7 +26,7 @@ REPORT = "conversion_report.json"
 
 
 def is_converted(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, REPORT))
+    return (epath.Path(path) / REPORT).is_file()
 
 
 def save_converted(dst: str, pretrain_config, params: Mapping[str, Any], report: Mapping[str, Any],

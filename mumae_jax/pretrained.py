@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import jax
 import ml_collections as mlc
+from etils import epath
 
 from mumae_jax import checkpointing, model_init, optim, sharding, train_state
 from mumae_jax.models import layer_stack, mae
@@ -19,12 +20,11 @@ from mumae_jax.models import layer_stack, mae
 
 def load_config(workdir: str) -> mlc.ConfigDict:
     """The pretraining config saved in `workdir/config.json`."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    path = epath.Path(workdir) / "config.json"
+    if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected a pretraining workdir written by main.py or a "
                                 "directory written by python -m mumae_jax.tools.convert")
-    with open(path, encoding="utf-8") as f:
-        return mlc.ConfigDict(json.load(f))
+    return mlc.ConfigDict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def load_params(workdir: str, step: Optional[int] = None, mesh=None) -> tuple[mlc.ConfigDict, Any, int]:

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 import tqdm
+from etils import epath
 
 from mumae_jax import checkpointing, host_memory, metrics, model_init, optim, sharding, train_state
 from mumae_jax.models import layer_stack, mae
@@ -103,8 +104,8 @@ def _apply_model_init(config, state, tx, state_sh, mesh, workdir: str, is_main: 
     params = jax.device_put(layer_stack.to_layout(params, bool(config.model.get("scan", False))), state_sh["params"])
     state = {**state, "params": params, "opt_state": jax.jit(tx.init, out_shardings=state_sh["opt_state"])(params)}
     if is_main:
-        with open(os.path.join(workdir, "model_init_report.json"), "w", encoding="utf-8") as f:
-            json.dump({"model_init": config.model_init, "step": step, **report}, f, indent=1)
+        (epath.Path(workdir) / "model_init_report.json").write_text(
+            json.dumps({"model_init": config.model_init, "step": step, **report}, indent=1), encoding="utf-8")
     log.info("parameters from %s (step %d): %d loaded, %d kept fresh, %d ignored", config.model_init, step,
              len(report["loaded"]), len(report["kept_init"]), len(report["ignored"]))
     return state
@@ -112,11 +113,10 @@ def _apply_model_init(config, state, tx, state_sh, mesh, workdir: str, is_main: 
 
 def _check_same_layer_layout(config, workdir: str) -> None:
     """A run resumes only with the layer layout (config.model.scan) its checkpoints were written with."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / "config.json"
+    if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        saved = bool(json.load(f).get("model", {}).get("scan", False))
+    saved = bool(json.loads(path.read_text(encoding="utf-8")).get("model", {}).get("scan", False))
     if saved != bool(config.model.get("scan", False)):
         raise ValueError(f"{workdir} holds checkpoints written with config.model.scan={saved}; resume with the "
                          f"same setting (or start a new run from them with config.model_init={workdir!r})")
@@ -136,7 +136,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if config[field] < 1:
             raise ValueError(f"config.{field}={config[field]} must be >= 1")
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
     is_main = jax.process_index() == 0
 
     # Data size first: durations may be given in epochs.
@@ -163,8 +163,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
         if config.get("model_init", ""):
             state = _apply_model_init(config, state, tx, state_sh, mesh, workdir, is_main)
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2), encoding="utf-8")
         log.info("model: %s, %d parameters; %d examples, %d steps (%d warm-up), batch %d on %d devices",
                  config.model.variant, train_state.param_count(state["params"]), num_examples, total,
                  warmup, config.batch_size, mesh.devices.size)

@@ -1,4 +1,4 @@
-"""Multi-host on one box: two `main.py` processes on 127.0.0.1 (CPU, gloo) train the tiny config with the
+"""Multi-host on one box: two `main.py` processes (launch/local_multiprocess.sh) on 127.0.0.1 (CPU, gloo) train the tiny config with the
 data split between them and log the same losses as one process on the whole batch; their checkpoint
 restores in a single process; when to join a job, and a clear error when the coordinator is unreachable."""
 import os
@@ -43,13 +43,18 @@ def _finish(proc: subprocess.Popen, what: str) -> str:
 
 
 def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tmp_path):
-    port = _free_port()
     pair = str(tmp_path / "pair")
-    procs = [_main(pair, 1, MUMAE_JAX_COORDINATOR=f"127.0.0.1:{port}", MUMAE_JAX_NUM_PROCESSES="2",
-                   MUMAE_JAX_PROCESS_ID=str(i), MUMAE_JAX_INIT_TIMEOUT="120") for i in range(2)]
-    outs = [_finish(p, f"process {i}") for i, p in enumerate(procs)]
-    for i, out in enumerate(outs):
-        assert f"joined a 2-process job as process {i} (explicit; 1 local / 2 global devices)" in out, out[-2000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu", PORT=str(_free_port()),
+               PYTHON=sys.executable, MUMAE_JAX_INIT_TIMEOUT="120")
+    launcher = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *TINY, f"--workdir={pair}"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=600)
+    assert launcher.returncode == 0, launcher.stdout + launcher.stderr
+    assert "started 2 processes" in launcher.stdout and "finished at step 3" in launcher.stdout
+    for i in range(2):
+        with open(os.path.join(pair, "logs", f"process_{i}.log"), encoding="utf-8") as f:
+            log = f.read()
+        assert f"joined a 2-process job as process {i} (explicit; 1 local / 2 global devices)" in log, log[-2000:]
     single = str(tmp_path / "single")
     _finish(_main(single, 2), "the single process")  # the same 2-device mesh, one process
 
