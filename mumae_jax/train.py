@@ -21,7 +21,7 @@ import tqdm
 from etils import epath
 
 from mumae_jax import checkpointing, host_memory, metrics, model_init, optim, sharding, train_state
-from mumae_jax.models import layer_stack, mae
+from mumae_jax.models import layer_stack, mae, masking
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ class _StopOnSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _input_geometry(model):
+def input_geometry(model):
+    """Shapes the pretraining input pipeline needs for `model` (one video modality, sensors of one length)."""
     video = [s for s in model.specs if s.kind == "video"]
     sensors = [s for s in model.specs if s.kind == "sensor"]
     if len(video) != 1:
@@ -111,6 +112,35 @@ def _apply_model_init(config, state, tx, state_sh, mesh, workdir: str, is_main: 
     return state
 
 
+def _picture_fn(config, mesh):
+    """(params, batch, step, workdir, is_main) -> writes reconstruction pictures of the batch's first clip.
+
+    Every process runs the jitted prediction (the batch is global); process 0 writes."""
+    try:
+        from mumae_jax import pictures
+        import matplotlib  # noqa: F401
+        import PIL  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"config.pictures_every_steps > 0 needs matplotlib and Pillow (pip install "
+                          f"'mumae_jax[viz]'): {e}") from e
+    model = mae.from_config(pictures.full_decoding(config))
+
+    def predict(params, batch):
+        inputs = {s.name: batch[s.name][:1] for s in model.specs}
+        masks = masking.draw_masks(jax.random.key(config.seed), model.specs, 1)
+        return inputs, masks, model.apply({"params": params}, inputs, masks)
+
+    predict = jax.jit(predict, out_shardings=sharding.replicated(mesh))
+
+    def write(params, batch, step, workdir, is_main):
+        inputs, masks, preds = jax.device_get(predict(params, batch))
+        if is_main:
+            pictures.write_pictures(model.specs, inputs, masks, preds, os.path.join(workdir, "pictures"),
+                                    f"step{step:07d}", title=f"step {step}, first clip of the batch")
+
+    return write
+
+
 def _check_same_layer_layout(config, workdir: str) -> None:
     """A run resumes only with the layer layout (config.model.scan) its checkpoints were written with."""
     path = epath.Path(workdir) / "config.json"
@@ -140,7 +170,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     is_main = jax.process_index() == 0
 
     # Data size first: durations may be given in epochs.
-    geometry = _input_geometry(model)
+    geometry = input_geometry(model)
     num_examples = input_pipeline.num_examples(config.data, geometry["sensors"])
     total = duration_steps(config, "total", num_examples)
     warmup = duration_steps(config, "warmup", num_examples)
@@ -169,6 +199,8 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
                  warmup, config.batch_size, mesh.devices.size)
 
     step_fn = train_state.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh, state_sh)
+    every_picture = int(config.get("pictures_every_steps", 0))
+    picture_fn = _picture_fn(config, mesh) if every_picture > 0 else None
     batches, _ = input_pipeline.build_pretrain_input(
         config.data, frame_stride=config.input.frame_stride, global_batch_size=config.batch_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
@@ -201,6 +233,8 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
                 bar.update(1)
                 if step_hook is not None:
                     step_hook(step)
+                if picture_fn is not None and step % every_picture == 0:
+                    picture_fn(state["params"], batch, step, workdir, is_main)
                 last = step == total or stop.requested
                 if step % config.log_every_steps == 0 or last:
                     fetched = jax.device_get(pending)

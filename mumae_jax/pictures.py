@@ -1,0 +1,179 @@
+"""Reconstruction pictures: original, masked and reconstructed video (PNG grid and GIF) and the four
+sensor streams with their masked samples shaded (PNG).
+
+    python -m mumae_jax.pictures --workdir=RUN [--step=N] [--example=0] [--seed=0] [--out=DIR]
+
+draws clip `--example` of the run's pretraining data (its config.json), masks it with `--seed` and writes
+`<out>/example<k>_step<N>_video.png`, `..._video.gif` and `..._sensors.png` (out: RUN/pictures). Masked
+tubes and samples are reconstructed from the predictions *un-normalised with the original patch's own
+mean and std* (reconstruction.py); the pictures say so. During pretraining, `config.pictures_every_steps`
+> 0 writes the same pictures of the first clip of the current batch (process 0 only).
+Needs Pillow and matplotlib (the `viz` extra).
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from mumae_jax import reconstruction
+
+NOTE = "masked tubes: prediction un-normalised with the original tube's own mean/std"
+
+
+def _u8(video: np.ndarray) -> np.ndarray:
+    return (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def video_grid(rec: Mapping[str, np.ndarray], title: str = ""):
+    """PIL image: rows original / masked / reconstruction, one column per frame, with labels."""
+    from PIL import Image, ImageDraw
+
+    rows = [("original", rec["original"]), ("masked", rec["masked"]), ("reconstruction", rec["reconstruction"])]
+    t, h, w, _ = rec["original"].shape
+    label_w, head, pad = 110, 28, 2
+    img = Image.new("RGB", (label_w + t * (w + pad), head + len(rows) * (h + pad)), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((4, 2), title, fill="black")
+    draw.text((4, 14), NOTE, fill="black")
+    for r, (name, video) in enumerate(rows):
+        y = head + r * (h + pad)
+        draw.text((4, y + h // 2 - 5), name, fill="black")
+        frames = _u8(video)
+        for f in range(t):
+            img.paste(Image.fromarray(frames[f]), (label_w + f * (w + pad), y))
+    return img
+
+
+def write_video_gif(rec: Mapping[str, np.ndarray], path: str, ms_per_frame: int = 200) -> None:
+    """Animated GIF: original | masked | reconstruction side by side, one frame per video frame."""
+    from PIL import Image
+
+    panels = [_u8(rec[k]) for k in ("original", "masked", "reconstruction")]
+    sep = np.full(panels[0].shape[:3] + (3,), 255, np.uint8)[:, :, :2]
+    frames = np.concatenate([panels[0], sep, panels[1], sep, panels[2]], axis=2)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[(start, stop)] of the True runs of a 1-D bool array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def sensor_figure(recs: Mapping[str, Mapping[str, np.ndarray]], path: str, title: str = "") -> None:
+    """One panel per sensor: each axis's original (solid) and reconstruction (dashed), masked samples shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(recs)
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.1 * len(names)), sharex=True, squeeze=False)
+    colors = ("tab:red", "tab:green", "tab:blue", "tab:purple", "tab:orange", "tab:brown")
+    for ax, name in zip(axes[:, 0], names):
+        r = recs[name]
+        for a, b in _runs(r["sample_mask"]):
+            ax.axvspan(a - 0.5, b - 0.5, color="0.85", lw=0)
+        for c in range(r["original"].shape[1]):
+            ax.plot(r["original"][:, c], color=colors[c % len(colors)], lw=1.0)
+            ax.plot(r["reconstruction"][:, c], color=colors[c % len(colors)], lw=1.0, ls="--")
+        ax.set_ylabel(name)
+    axes[-1, 0].set_xlabel("sample")
+    fig.suptitle((title + "\n" if title else "") + "grey: masked samples; solid: input; dashed: reconstruction "
+                 "(masked tokens un-normalised with the original token's own mean/std)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_pictures(specs: Sequence, inputs, masks, preds, out_dir: str, prefix: str, index: int = 0,
+                   title: str = "") -> list[str]:
+    """Writes the pictures of example `index` of a batch; returns the paths written."""
+    from etils import epath
+
+    recs = reconstruction.reconstruct_all(specs, inputs, masks, preds, index)
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for s in specs:
+        if s.kind != "video":
+            continue
+        png, gif = out / f"{prefix}_{s.name}.png", out / f"{prefix}_{s.name}.gif"
+        with png.open("wb") as f:
+            video_grid(recs[s.name], title).save(f, format="PNG")
+        local = str(gif) if "://" not in str(gif) else os.path.join("/tmp", gif.name)
+        write_video_gif(recs[s.name], local)
+        if local != str(gif):
+            gif.write_bytes(epath.Path(local).read_bytes())
+        written += [str(png), str(gif)]
+    sensors = {s.name: recs[s.name] for s in specs if s.kind != "video"}
+    if sensors:
+        path = out / f"{prefix}_sensors.png"
+        with path.open("wb") as f:
+            sensor_figure(sensors, f, title)
+        written.append(str(path))
+    return written
+
+
+def full_decoding(config):
+    """A copy of a pretraining config whose decoders reconstruct every masked token (decoder_ratio 1;
+    the parameters are the same)."""
+    full = config.copy_and_resolve_references()
+    full.unlock()
+    for name in full.modalities:
+        if "decoder_ratio" in full.modality[name]:
+            full.modality[name].decoder_ratio = 1.0
+    return full
+
+
+def predict_clip(workdir: str, step: int = -1, example: int = 0, seed: int = 0):
+    """(specs, inputs, masks, preds, step) for clip `example` of a run's pretraining data (batch of one).
+
+    The decoders reconstruct every masked token (decoder_ratio is set to 1: same parameters)."""
+    import jax
+
+    from mumae_jax import pretrained, train
+    from mumae_jax.data import input_pipeline
+    from mumae_jax.models import mae, masking
+
+    config, params, step = pretrained.load_params(workdir, step)
+    config = full_decoding(config)
+    model = mae.from_config(config)
+    if not any(k.startswith("decoder_") for k in params):
+        raise ValueError(f"{workdir} holds encoder parameters only (no decoders): nothing to reconstruct with")
+    batches, _ = input_pipeline.build_pretrain_input(
+        config.data, frame_stride=config.input.frame_stride, global_batch_size=1, seed=config.seed,
+        process_index=0, process_count=1, start_step=example, **train.input_geometry(model))
+    batch = next(batches)
+    batches.close()
+    inputs = {s.name: np.asarray(batch[s.name]) for s in model.specs}
+    masks = jax.device_get(masking.draw_masks(jax.random.key(seed), model.specs, 1))
+    preds = jax.device_get(jax.jit(model.apply)({"params": jax.device_get(params)}, inputs, masks))
+    return model.specs, inputs, masks, preds, step
+
+
+def main(argv):
+    from absl import flags
+
+    del argv
+    f = flags.FLAGS
+    specs, inputs, masks, preds, step = predict_clip(f.workdir, f.step, f.example, f.seed)
+    out = f.out or os.path.join(f.workdir, "pictures")
+    title = f"{f.workdir}, step {step}, example {f.example}, mask seed {f.seed}"
+    for path in write_pictures(specs, inputs, masks, preds, out, f"example{f.example}_step{step}", title=title):
+        print(path)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("workdir", None, "Pretraining run (or converted directory with decoders).")
+    flags.DEFINE_integer("step", -1, "Checkpoint step (-1: latest).")
+    flags.DEFINE_integer("example", 0, "Index of the clip in the run's pretraining data order.")
+    flags.DEFINE_integer("seed", 0, "Mask seed.")
+    flags.DEFINE_string("out", "", "Output directory (default: <workdir>/pictures).")
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main)
