@@ -186,8 +186,9 @@ def measure_jax(config, batch: int, steps: int, warmup: int, peak: float = 0.0) 
     return out
 
 
-def side_by_side(config, batch: int, steps: int, warmup: int, rounds: int) -> dict[str, Any]:
-    """transformers VideoMAE vs mumae_jax (video only) at equal shapes, alternated in one process."""
+def side_by_side(config, batch: int, steps: int, warmup: int, rounds: int, matmul_rate: float) -> dict[str, Any]:
+    """transformers VideoMAE vs mumae_jax (video only) at equal shapes, alternated in one process;
+    `matmul_rate` (TFLOP/s, `matmul_tflops`) gives the step's floor."""
     from mumae_jax import bench_peer, flops
 
     video = bench_peer.video_only(config)
@@ -202,8 +203,8 @@ def side_by_side(config, batch: int, steps: int, warmup: int, rounds: int) -> di
         t_ours += [ours() for _ in range(steps)]
     a, b = _percentiles(t_ours), _percentiles(t_peer)
     video_flops = flops.from_config(video)["train_flops_per_clip"]
-    floor = video_flops * batch / (matmul_tflops(video.get("compute_dtype", "float32")) * 1e12)
-    return {"matmul_floor_step_s": floor,"shapes": f"video {list(ours.model.specs[0].input_shape)}, batch {batch}, "
+    return {"matmul_floor_step_s": video_flops * batch / (matmul_rate * 1e12),
+            "shapes": f"video {list(ours.model.specs[0].input_shape)}, batch {batch}, "
                       f"mask {ours.model.specs[0].mask_ratio}",
             "analytic_gflops_per_clip": video_flops / 1e9,
             "mumae_jax": {"step_s": a, "clips_per_s": batch / a["median"], "params": ours.params,
@@ -314,7 +315,7 @@ def main(argv):
                   "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
                   "date": time.strftime("%Y-%m-%d")}
         if f.peer == "hf":
-            result["peer"] = side_by_side(config, batch, f.steps, f.warmup, f.rounds)
+            result["peer"] = side_by_side(config, batch, f.steps, f.warmup, f.rounds, result["step"]["matmul_tflops"])
         if f.memory:
             result["memory"] = {"mumae_jax (this config)": _isolated("jax", sys.argv)["jax"]["host_peak_rss_mb"]}
             if f.peer == "hf":

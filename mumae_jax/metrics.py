@@ -1,6 +1,7 @@
 """Metric writers: JSON lines (always) and TensorBoard event files (optional).
 
-Only process 0 writes; the workdir may be local or gs:// (etils.epath). `metrics.jsonl` holds one object per log step: {"step": int, name: float, ...}.
+Only process 0 writes; the workdir may be local or gs:// (etils.epath). `metrics.jsonl` holds one
+object per log step: {"step": int, name: float, ...}.
 TensorBoard events go through the `tensorboard` package's own event-file writer (no TensorFlow ops:
 eager TF calls in the training loop would contend for the GIL with the tf.data workers).
 """

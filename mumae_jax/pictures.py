@@ -46,15 +46,16 @@ def video_grid(rec: Mapping[str, np.ndarray], title: str = ""):
     return img
 
 
-def write_video_gif(rec: Mapping[str, np.ndarray], path: str, ms_per_frame: int = 200) -> None:
-    """Animated GIF: original | masked | reconstruction side by side, one frame per video frame."""
+def write_video_gif(rec: Mapping[str, np.ndarray], path, ms_per_frame: int = 200) -> None:
+    """Animated GIF (to a path or binary file): original | masked | reconstruction side by side, one frame
+    per video frame."""
     from PIL import Image
 
     panels = [_u8(rec[k]) for k in ("original", "masked", "reconstruction")]
     sep = np.full(panels[0].shape[:3] + (3,), 255, np.uint8)[:, :, :2]
     frames = np.concatenate([panels[0], sep, panels[1], sep, panels[2]], axis=2)
     images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -104,10 +105,8 @@ def write_pictures(specs: Sequence, inputs, masks, preds, out_dir: str, prefix: 
         png, gif = out / f"{prefix}_{s.name}.png", out / f"{prefix}_{s.name}.gif"
         with png.open("wb") as f:
             video_grid(recs[s.name], title).save(f, format="PNG")
-        local = str(gif) if "://" not in str(gif) else os.path.join("/tmp", gif.name)
-        write_video_gif(recs[s.name], local)
-        if local != str(gif):
-            gif.write_bytes(epath.Path(local).read_bytes())
+        with gif.open("wb") as f:
+            write_video_gif(recs[s.name], f)
         written += [str(png), str(gif)]
     sensors = {s.name: recs[s.name] for s in specs if s.kind != "video"}
     if sensors:

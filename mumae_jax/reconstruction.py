@@ -19,6 +19,7 @@ import einops
 import numpy as np
 
 from mumae_jax.losses import EPS
+from mumae_jax.models import tokenizers
 from mumae_jax.models.modality import ModalitySpec
 
 GREY = 0.5
@@ -36,11 +37,6 @@ def _to_video(patches: np.ndarray, spec: ModalitySpec) -> np.ndarray:
     pt, ph, pw = spec.tubelet
     return einops.rearrange(patches, "(t h w) (p0 p1 p2) c -> (t p0) (h p1) (w p2) c", t=gt, h=gh, w=gw,
                             p0=pt, p1=ph, p2=pw)
-
-
-def _to_tokens(x: np.ndarray, spec: ModalitySpec) -> np.ndarray:
-    pattern = "(t p) c -> p (t c)" if spec.patching == "strided" else "(p t) c -> p (t c)"
-    return einops.rearrange(x, pattern, p=spec.num_tokens_cfg)
 
 
 def _from_tokens(tokens: np.ndarray, spec: ModalitySpec) -> np.ndarray:
@@ -68,8 +64,7 @@ def reconstruct(spec: ModalitySpec, x: np.ndarray, mask: np.ndarray, pred: np.nd
     if spec.kind == "video":
         if spec.input_mean:
             x = x * np.asarray(spec.input_std, np.float32) + np.asarray(spec.input_mean, np.float32)
-        patches = einops.rearrange(x, "(t p0) (h p1) (w p2) c -> (t h w) (p0 p1 p2) c", p0=spec.tubelet[0],
-                                   p1=spec.tubelet[1], p2=spec.tubelet[2])
+        patches = np.asarray(tokenizers.video_patches(x[None], spec.tubelet))[0]
         channels = patches.shape[-1]
         predicted = pred.reshape(len(ids), -1, channels)
         rec = patches.copy()
@@ -80,7 +75,7 @@ def reconstruct(spec: ModalitySpec, x: np.ndarray, mask: np.ndarray, pred: np.nd
         token_mask[ids] = True
         return {"original": x, "masked": _to_video(grey, spec), "reconstruction": _to_video(rec, spec),
                 "sample_mask": _to_video(np.broadcast_to(token_mask, patches.shape[:2] + (1,)), spec)[..., 0]}
-    tokens = _to_tokens(x, spec)
+    tokens = np.asarray(tokenizers.sensor_tokens(x[None], spec.num_tokens_cfg, spec.patching))[0]
     rec = tokens.copy()
     rec[ids] = _unnormalize(pred, tokens[ids], axis=1, normalized=spec.normalize_target)
     hidden = tokens.copy()

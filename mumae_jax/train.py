@@ -143,10 +143,11 @@ def _picture_fn(config, mesh):
 
 def _check_same_layer_layout(config, workdir: str) -> None:
     """A run resumes only with the layer layout (config.model.scan) its checkpoints were written with."""
-    path = epath.Path(workdir) / "config.json"
-    if not path.exists():
+    from mumae_jax import pretrained
+
+    if not (epath.Path(workdir) / "config.json").exists():
         return
-    saved = bool(json.loads(path.read_text(encoding="utf-8")).get("model", {}).get("scan", False))
+    saved = bool(pretrained.load_config(workdir).model.get("scan", False))
     if saved != bool(config.model.get("scan", False)):
         raise ValueError(f"{workdir} holds checkpoints written with config.model.scan={saved}; resume with the "
                          f"same setting (or start a new run from them with config.model_init={workdir!r})")
