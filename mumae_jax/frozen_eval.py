@@ -214,7 +214,7 @@ def evaluate_episodes(encoder, params, data_cfg, episode_list: Sequence[E.Episod
 
 def probe_results(results: Mapping[str, Any]) -> dict[str, dict]:
     """The per-probe entries of an `evaluate_episodes` result (for `fewshot_probes.format_table`)."""
-    return {k: v for k, v in results.items() if isinstance(v, Mapping)}
+    return {k: v for k, v in results.items() if isinstance(v, Mapping) and "accuracy" in v}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -288,42 +288,61 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    a = _parser().parse_args(argv)
-    geometry = dict(seq_len=a.seq_len, image_size=a.image_size, resize_to=a.resize_to,
-                    sensor_length=a.sensor_length)
-    config = pretrained.load_config(a.pretrain_workdir)
-    geometry = default_geometry(config, **geometry)
-    if a.random_init:
-        encoder, params = from_pretrain_config(config, normalize_video=not a.no_normalize_video, **geometry)
+def evaluate_run(pretrain_workdir: str, *, step: Optional[int] = None, random_init: bool = False,
+                 episodes: str = "", part: str = "novel", num_episodes: int = 1000, episode_seed: int = 0,
+                 way: int = 5, shot: int = 1, protocol: str = "official", num_val: int = 5, val_seed: int = 0,
+                 split: str = "", probes: Sequence[str] = DEFAULT_PROBES, seq_len: int = 0, image_size: int = 0,
+                 resize_to: int = 0, sensor_length: int = 0, normalize_video: bool = True, batch_size: int = 32,
+                 progress: bool = False) -> dict[str, Any]:
+    """Frozen-feature few-shot accuracy of a pretraining run's checkpoint (or, `random_init`, of its
+    architecture with random weights) on an episode list file or a drawn list; what the command prints.
+
+    Returns {"pretrain_workdir", "step", "random_init", "episodes" (the file or how the list was drawn),
+    "num_episodes", "geometry", "normalize_video", <probe>: {"accuracy", "ci95", "num_queries"}, "num_clips",
+    "seconds"}.
+    """
+    config = pretrained.load_config(pretrain_workdir)
+    geometry = default_geometry(config, seq_len=seq_len, image_size=image_size, resize_to=resize_to,
+                                sensor_length=sensor_length)
+    if random_init:
+        encoder, params = from_pretrain_config(config, normalize_video=normalize_video, **geometry)
         step = None
     else:
-        encoder, params, step = from_pretrain_run(a.pretrain_workdir, a.step,
-                                                  normalize_video=not a.no_normalize_video, **geometry)
+        encoder, params, step = from_pretrain_run(pretrain_workdir, step, normalize_video=normalize_video,
+                                                  **geometry)
     data_cfg = _plain(config.data)
-    if a.episodes:
-        elist = E.load_episode_list(a.episodes)
-        source = os.path.abspath(a.episodes)
+    if episodes:
+        elist = E.load_episode_list(episodes)
+        source: Any = os.path.abspath(episodes)
     else:
-        elist = draw_episode_list(data_cfg, part=a.part, way=a.way, shot=a.shot, protocol=a.protocol,
-                                  num_episodes=a.num_episodes, seed=a.episode_seed, num_val=a.num_val,
-                                  val_seed=a.val_seed)
-        source = dict(part=a.part, num_episodes=a.num_episodes, seed=a.episode_seed, way=a.way, shot=a.shot,
-                      protocol=a.protocol)
-    probes = tuple(p for p in a.probes.split(",") if p)
-    res = evaluate_episodes(encoder, params, data_cfg, elist, probes=probes,
-                            split=a.split or PART_TO_TFDS_SPLIT[a.part], batch_size=a.batch_size,
-                            progress=a.progress, **geometry)
+        elist = draw_episode_list(data_cfg, part=part, way=way, shot=shot, protocol=protocol,
+                                  num_episodes=num_episodes, seed=episode_seed, num_val=num_val, val_seed=val_seed)
+        source = dict(part=part, num_episodes=num_episodes, seed=episode_seed, way=way, shot=shot,
+                      protocol=protocol)
+    res = evaluate_episodes(encoder, params, data_cfg, elist, probes=tuple(probes),
+                            split=split or PART_TO_TFDS_SPLIT[part], batch_size=batch_size, progress=progress,
+                            **geometry)
+    return {"pretrain_workdir": os.path.abspath(pretrain_workdir), "step": step, "random_init": random_init,
+            "episodes": source, "num_episodes": len(elist), "geometry": geometry,
+            "normalize_video": normalize_video, **res}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    a = _parser().parse_args(argv)
+    out = evaluate_run(a.pretrain_workdir, step=a.step, random_init=a.random_init, episodes=a.episodes,
+                       part=a.part, num_episodes=a.num_episodes, episode_seed=a.episode_seed, way=a.way,
+                       shot=a.shot, protocol=a.protocol, num_val=a.num_val, val_seed=a.val_seed, split=a.split,
+                       probes=[p for p in a.probes.split(",") if p], seq_len=a.seq_len, image_size=a.image_size,
+                       resize_to=a.resize_to, sensor_length=a.sensor_length,
+                       normalize_video=not a.no_normalize_video, batch_size=a.batch_size, progress=a.progress)
     if jax.process_index() == 0:
-        what = "random init" if a.random_init else f"checkpoint step {step}"
-        print(f"{a.pretrain_workdir} ({what}); {len(elist)} episodes, {res['num_clips']} clips, "
-              f"{res['seconds']:.1f} s")
-        print(fewshot_probes.format_table(probe_results(res)))
+        what = "random init" if a.random_init else f"checkpoint step {out['step']}"
+        print(f"{a.pretrain_workdir} ({what}); {out['num_episodes']} episodes, {out['num_clips']} clips, "
+              f"{out['seconds']:.1f} s")
+        print(fewshot_probes.format_table(probe_results(out)))
         if a.out:
             with open(a.out, "w", encoding="utf-8") as f:
-                json.dump({"pretrain_workdir": os.path.abspath(a.pretrain_workdir), "step": step,
-                           "random_init": a.random_init, "episodes": source, "geometry": geometry,
-                           "normalize_video": not a.no_normalize_video, **res}, f, indent=2)
+                json.dump(out, f, indent=2)
                 f.write("\n")
     return 0
 

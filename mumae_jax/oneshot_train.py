@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import numpy as np
@@ -170,12 +170,8 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
                 tx=tx, init=init, abstract=abstract, state_sh=state_sh)
 
 
-def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which: str = "test",
-                        best: bool = False) -> dict[str, Any]:
-    """Accuracy ± CI of a saved checkpoint (latest, `step`, or the validation-selected one with
-    `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic."""
-    mesh = sharding.make_mesh()
-    s = _setup(config, workdir, mesh)
+def _restore(workdir: str, s: Mapping[str, Any], step: Optional[int], best: bool) -> tuple[Any, int]:
+    """(state, step) of the latest / given checkpoint, or of the validation-selected one (`best`)."""
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best" if best else "checkpoints"), 1 << 30)
     try:
         step = step if step is not None else ckpt.latest_step()
@@ -184,9 +180,26 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which:
         state, _ = ckpt.restore(step, s["abstract"])
     finally:
         ckpt.close()
+    return state, step
+
+
+def _fixed_list(s: Mapping[str, Any], which: str) -> E.EpisodeList:
+    if which not in ("val", "test"):
+        raise ValueError(f"which={which!r}: expected 'val' or 'test'")
     lst = s[f"{which}_list"]
     if lst is None:
         raise ValueError(f"this run has no {which} episode list")
+    return lst
+
+
+def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which: str = "test",
+                        best: bool = False) -> dict[str, Any]:
+    """Accuracy ± CI of a saved checkpoint (latest, `step`, or the validation-selected one with
+    `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic."""
+    mesh = sharding.make_mesh()
+    s = _setup(config, workdir, mesh)
+    state, step = _restore(workdir, s, step, best)
+    lst = _fixed_list(s, which)
     predict = _predictor(episodic.make_eval_step(s["model"], mesh, s["state_sh"]), mesh)
     it = _episode_iter(config, lst, "novel" if which == "test" else "validation", False, repeat=False)
     try:
@@ -194,6 +207,39 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which:
     finally:
         it.close()
     return {"step": step, **out}
+
+
+def predict_episode(config, workdir: str, index: int = 0, which: str = "test", step: Optional[int] = None,
+                    best: bool = False) -> dict[str, Any]:
+    """One episode of the run's fixed `which` list, through a saved checkpoint (as `evaluate_checkpoint`).
+
+    Returns {"step", "episode" (data.episodes.Episode: clip and class names), "support_video"
+    [S, T, H, W, 3] and "query_video" [Q, T, H, W, 3] (the model's input frames, in [0, 1]),
+    "support_labels" [S], "query_labels" [Q], "logits" [Q, way], "probabilities" [Q, way] (softmax of
+    the logits), "prediction" [Q] (episode labels)}.
+    """
+    mesh = sharding.make_mesh()
+    s = _setup(config, workdir, mesh)
+    lst = _fixed_list(s, which)
+    if not 0 <= index < len(lst):
+        raise IndexError(f"episode {index} of a {which} list of {len(lst)} episodes")
+    state, step = _restore(workdir, s, step, best)
+    it = _episode_iter(config, lst, "novel" if which == "test" else "validation", False, start=index,
+                       repeat=False)
+    try:
+        episode = next(it)
+    finally:
+        it.close()
+    n = int(config.eval.batch_episodes)  # the eval step's sharded batch: the episode, repeated
+    batch = {k: np.stack([v] * n) for k, v in episode.items() if k != "episode"}
+    eval_step = episodic.make_eval_step(s["model"], mesh, s["state_sh"])
+    pred, logits = jax.device_get(eval_step(state, sharding.to_global(batch, mesh)))
+    logits = np.asarray(logits[0], np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    return {"step": step, "episode": lst[index], "support_video": episode["support_video"],
+            "query_video": episode["query_video"], "support_labels": episode["support_labels"],
+            "query_labels": episode["query_labels"], "logits": logits,
+            "probabilities": probs / probs.sum(-1, keepdims=True), "prediction": np.asarray(pred[0])}
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:

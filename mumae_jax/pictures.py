@@ -66,13 +66,11 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def sensor_figure(recs: Mapping[str, Mapping[str, np.ndarray]], path: str, title: str = "") -> None:
     """One panel per sensor: each axis's original (solid) and reconstruction (dashed), masked samples shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
     names = list(recs)
-    fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.1 * len(names)), sharex=True, squeeze=False)
+    fig = Figure(figsize=(9, 2.1 * len(names)))
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)
     colors = ("tab:red", "tab:green", "tab:blue", "tab:purple", "tab:orange", "tab:brown")
     for ax, name in zip(axes[:, 0], names):
         r = recs[name]
@@ -87,7 +85,44 @@ def sensor_figure(recs: Mapping[str, Mapping[str, np.ndarray]], path: str, title
                  "(masked tokens un-normalised with the original token's own mean/std)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+
+
+def episode_figure(result: Mapping, path, title: str = "") -> None:
+    """PNG of one predicted episode (`oneshot_train.predict_episode`): the middle frame of every support clip
+    with its class, the query's middle frame with its true class, and the predicted class probabilities."""
+    from matplotlib.figure import Figure
+
+    ep, probs = result["episode"], np.asarray(result["probabilities"])
+    support, query = np.asarray(result["support_video"]), np.asarray(result["query_video"])
+    ns, nq, way = len(support), len(query), probs.shape[-1]
+    cols = max(ns, 2)
+    fig = Figure(figsize=(2.0 * cols, 2.3 * (1 + nq)))
+    grid = fig.add_gridspec(1 + nq, cols)
+    mid = support.shape[1] // 2
+    for i in range(ns):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(np.clip(support[i, mid], 0, 1))
+        ax.set_title(f"{result['support_labels'][i]}: {ep.classes[result['support_labels'][i]]}", fontsize=8)
+        ax.axis("off")
+    for q in range(nq):
+        truth, pred = int(result["query_labels"][q]), int(result["prediction"][q])
+        ax = fig.add_subplot(grid[1 + q, 0])
+        ax.imshow(np.clip(query[q, mid], 0, 1))
+        ax.set_title(f"query {q}: {ep.classes[truth]}", fontsize=8)
+        ax.axis("off")
+        ax = fig.add_subplot(grid[1 + q, 1:])
+        colors = ["tab:green" if k == truth else "tab:red" if k == pred else "0.6" for k in range(way)]
+        ax.barh(range(way), probs[q], color=colors)
+        ax.set_yticks(range(way), [f"{k}: {c}" for k, c in enumerate(ep.classes)], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("probability (softmax of the CAM logits)", fontsize=8)
+        verdict = "right" if pred == truth else f"wrong (true: {truth})"
+        ax.set_title(f"predicted {pred}: {ep.classes[pred]}, {verdict}", fontsize=9)
+    fig.suptitle((title + "\n" if title else "") + "support (one clip per class, middle frame) and query",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 def write_pictures(specs: Sequence, inputs, masks, preds, out_dir: str, prefix: str, index: int = 0,

@@ -5,10 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import oneshot as oneshot_config
 from conftest import make_tiny_config
-from mumae_jax import episode_eval, metrics, oneshot_train, train
+from mumae_jax import episode_eval, metrics, oneshot_train, pictures, train
+from mumae_jax.data import episodes as E
 
 
 def tiny(pre_workdir, **kw):
@@ -63,6 +65,17 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
     b = oneshot_train.evaluate_checkpoint(c, w, step=3)
     np.testing.assert_array_equal(a["hits"], b["hits"])
     assert a["accuracy"] == report["final"]["accuracy"] and a["ci95"] == report["final"]["ci95"]
+    # one episode through the same checkpoint: the evaluation's hit, its clips, a distribution over 5 classes
+    e = oneshot_train.predict_episode(c, w, index=5, step=3)
+    assert e["step"] == 3 and e["episode"] == E.load_episode_list(os.path.join(w, "episodes_test.json"))[5]
+    assert (e["prediction"] == e["query_labels"]).tolist() == a["hits"][5].tolist()
+    assert e["support_video"].shape == (5, 2, 32, 32, 3) and e["query_video"].shape == (1, 2, 32, 32, 3)
+    np.testing.assert_allclose(e["probabilities"].sum(-1), 1.0, rtol=1e-6)
+    assert e["probabilities"].argmax(-1).tolist() == e["prediction"].tolist()
+    pictures.episode_figure(e, str(tmp_path / "episode.png"))
+    assert Image.open(tmp_path / "episode.png").size[0] > 500
+    with pytest.raises(IndexError, match="episode 16 of a test list of 16"):
+        oneshot_train.predict_episode(c, w, index=16)
     v = oneshot_train.evaluate_checkpoint(c, w, best=True)
     assert v["step"] == best["step"] and v["accuracy"] == report["validation_selected"]["accuracy"]
 
