@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+from etils import epath
 
 from mumae_jax import fewshot_probes, pretrained, sharding
 from mumae_jax.data import episodes as E
@@ -341,9 +342,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{out['seconds']:.1f} s")
         print(fewshot_probes.format_table(probe_results(out)))
         if a.out:
-            with open(a.out, "w", encoding="utf-8") as f:
-                json.dump(out, f, indent=2)
-                f.write("\n")
+            epath.Path(a.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import optax
 import tqdm
+from etils import epath
 
 from mumae_jax import checkpointing, episode_eval, episodic, frozen_eval, metrics, pretrained, sharding, train
 from mumae_jax.data import episodes as E
@@ -113,9 +114,9 @@ def eval_list(config, recs, cs, workdir: str, which: str) -> Optional[E.EpisodeL
         return lst
     if not getattr(cs, part):
         return None
-    path = os.path.join(workdir, f"episodes_{which}.json")
+    path = epath.Path(workdir) / f"episodes_{which}.json"
     lst = _draw(config, recs, cs, part, config.eval[f"{which}_episodes"], config.eval[f"{which}_seed"])
-    if os.path.exists(path):
+    if path.exists():
         saved = E.load_episode_list(path)
         if list(saved) != list(lst):
             raise ValueError(f"{path} differs from the list this config draws; a resumed run must keep its "
@@ -155,7 +156,7 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     if config.lr <= 0 or config.total_tasks < t:
         raise ValueError(f"need lr > 0 and total_tasks >= tasks_per_batch; got lr={config.lr}, "
                          f"total_tasks={config.total_tasks}, tasks_per_batch={t}")
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
     model = build_model(config, pretrain_config(config))
     total = math.ceil(config.total_tasks / t)
     cs, recs = class_split(config), records(config)
@@ -277,14 +278,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             state = {**state, "params": params,
                      "opt_state": jax.jit(tx.init, out_shardings=state_sh["opt_state"])(params)}
             if is_main:
-                with open(os.path.join(workdir, "init_report.json"), "w", encoding="utf-8") as f:
-                    json.dump({"pretrain_workdir": init_source(config), "pretrain_step": pstep, **report},
-                              f, indent=1)
+                (epath.Path(workdir) / "init_report.json").write_text(json.dumps(
+                    {"pretrain_workdir": init_source(config), "pretrain_step": pstep, **report}, indent=1),
+                    encoding="utf-8")
             log.info("initialised from %s step %d: %s", init_source(config), pstep,
                      {k: len(v["loaded"]) for k, v in report.items()})
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2), encoding="utf-8")
 
     step_fn = episodic.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
                                        config.model.loss_weight)
@@ -298,7 +298,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     train_it = _episode_iter(config, train_list, "base", True, start=start * t, repeat=False)
     val_it = _episode_iter(config, val_list, "validation", False) if val_list else None
     test_it = _episode_iter(config, test_list, "novel", False)
-    history = [r for r in (metrics.read_jsonl(writer.path) if os.path.exists(writer.path) else [])
+    history = [r for r in (metrics.read_jsonl(writer.path) if writer.path.exists() else [])
                if "val_accuracy" in r or "test_accuracy" in r]
     best = max((h["val_accuracy"] for h in history if "val_accuracy" in h), default=-1.0)
 
@@ -377,9 +377,7 @@ def _final_report(config, state, step, best_ckpt, abstract, history, test_eval, 
     report = episode_eval.selection_report(history, final_rec, val_rec, config.eval.report_test_selection)
     text = episode_eval.format_report(report)
     if is_main:
-        with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        with open(os.path.join(workdir, "report.txt"), "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        (epath.Path(workdir) / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        (epath.Path(workdir) / "report.txt").write_text(text + "\n", encoding="utf-8")
     log.info("one-shot report written to %s", os.path.join(workdir, "report.txt"))
     return report

@@ -1,4 +1,4 @@
-"""Fixed, seeded, saved one-shot episode lists (N-way K-shot). numpy + standard library only.
+"""Fixed, seeded, saved one-shot episode lists (N-way K-shot). numpy, the standard library, etils.epath.
 
 The official Mu-MAE code (spec §3.1, §3.4, §5-I/K) draws 10,000 *fresh* random meta-test episodes at
 every evaluation, so two runs never score the same tasks. Here an episode list is drawn once from a
@@ -64,6 +64,7 @@ import sys
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
+from etils import epath
 
 from mumae_jax.data import splits
 from mumae_jax.data.splits import ClassSplit, ClipRecord, clip_name, instance_name
@@ -410,17 +411,17 @@ def save_episode_list(path: PathLike, episodes: Sequence[Episode],
     header = json.dumps(meta, sort_keys=True, indent=2, ensure_ascii=True)
     lines = [json.dumps(ep.to_dict(), separators=(",", ":"), ensure_ascii=True) for ep in episodes]
     text = '{"header": ' + header + ',\n"episodes": [\n' + ",\n".join(lines) + ("\n" if lines else "") + "]}\n"
-    tmp = os.fspath(path) + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    path = epath.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(text.encode("utf-8"))  # bytes: the same file on every OS, local or gs://
+    tmp.replace(path)
 
 
 def load_episode_list(path: PathLike) -> EpisodeList:
     """Read a file written by `save_episode_list`; verify its format, version and consistency
     (ValueError naming the problem)."""
     where = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
+    with epath.Path(path).open(encoding="utf-8") as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
