@@ -38,7 +38,8 @@ def _execute(name: str, params: dict, monkeypatch):
     cell = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in params.items()))
     cell.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(_parameters_index(nb) + 1, cell)
-    monkeypatch.setenv("XLA_FLAGS", "")  # one CPU device, as on a Colab CPU runtime (the kernel inherits env)
+    # the kernel inherits this process's environment: 8 CPU devices (conftest) and the compilation cache, whose
+    # entries the one-shot tests share (same shapes)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": COLAB}}).execute()
     return nb
 
