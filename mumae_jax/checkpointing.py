@@ -7,6 +7,11 @@ from typing import Any, Optional
 import orbax.checkpoint as ocp
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute; gs:// (and other epath URLs) as given."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` storing {'state': pytree, 'meta': json}.
 
@@ -18,8 +23,7 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"keep_checkpoints={keep} must be >= 1")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        # local paths made absolute; gs:// (and other epath URLs) as given
-        self.directory = directory if "://" in directory else os.path.abspath(directory)
+        self.directory = absolute(directory)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> Optional[int]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -32,7 +31,7 @@ import numpy as np
 import tqdm
 from etils import epath
 
-from mumae_jax import fewshot_probes, pretrained, sharding
+from mumae_jax import checkpointing, fewshot_probes, pretrained, sharding
 from mumae_jax.data import episodes as E
 from mumae_jax.data import splits
 from mumae_jax.models import mae_features
@@ -314,7 +313,7 @@ def evaluate_run(pretrain_workdir: str, *, step: Optional[int] = None, random_in
     data_cfg = _plain(config.data)
     if episodes:
         elist = E.load_episode_list(episodes)
-        source: Any = os.path.abspath(episodes)
+        source: Any = checkpointing.absolute(episodes)
     else:
         elist = draw_episode_list(data_cfg, part=part, way=way, shot=shot, protocol=protocol,
                                   num_episodes=num_episodes, seed=episode_seed, num_val=num_val, val_seed=val_seed)
@@ -323,7 +322,7 @@ def evaluate_run(pretrain_workdir: str, *, step: Optional[int] = None, random_in
     res = evaluate_episodes(encoder, params, data_cfg, elist, probes=tuple(probes),
                             split=split or PART_TO_TFDS_SPLIT[part], batch_size=batch_size, progress=progress,
                             **geometry)
-    return {"pretrain_workdir": os.path.abspath(pretrain_workdir), "step": step, "random_init": random_init,
+    return {"pretrain_workdir": checkpointing.absolute(pretrain_workdir), "step": step, "random_init": random_init,
             "episodes": source, "num_episodes": len(elist), "geometry": geometry,
             "normalize_video": normalize_video, **res}
 

@@ -39,7 +39,7 @@ def init_source(config) -> str:
     """Where the pretrained MAE weights come from: `config.model_init` or its older name
     `config.init.pretrain_workdir` (a pretraining workdir or a converted checkpoint directory)."""
     a, b = config.get("model_init", ""), config.init.pretrain_workdir
-    if a and b and os.path.abspath(a) != os.path.abspath(b):
+    if a and b and checkpointing.absolute(a) != checkpointing.absolute(b):
         raise ValueError(f"config.model_init={a!r} and config.init.pretrain_workdir={b!r} disagree; set one")
     return a or b
 
@@ -171,9 +171,19 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
                 tx=tx, init=init, abstract=abstract, state_sh=state_sh)
 
 
+def _checkpoint_dir(workdir: str, best: bool) -> str:
+    """The run's checkpoints/ (or best/: validation-selected); FileNotFoundError before anything is created."""
+    d = epath.Path(workdir) / ("best" if best else "checkpoints")
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d} not found: expected a one-shot run written by train_and_evaluate"
+                                + (" with validation classes (best/ holds the validation-selected checkpoint)"
+                                   if best else ""))
+    return str(d)
+
+
 def _restore(workdir: str, s: Mapping[str, Any], step: Optional[int], best: bool) -> tuple[Any, int]:
     """(state, step) of the latest / given checkpoint, or of the validation-selected one (`best`)."""
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best" if best else "checkpoints"), 1 << 30)
+    ckpt = checkpointing.Checkpointer(_checkpoint_dir(workdir, best), 1 << 30)
     try:
         step = step if step is not None else ckpt.latest_step()
         if step is None:
@@ -197,6 +207,7 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which:
                         best: bool = False) -> dict[str, Any]:
     """Accuracy ± CI of a saved checkpoint (latest, `step`, or the validation-selected one with
     `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic."""
+    _checkpoint_dir(workdir, best)
     mesh = sharding.make_mesh()
     s = _setup(config, workdir, mesh)
     state, step = _restore(workdir, s, step, best)
@@ -219,6 +230,7 @@ def predict_episode(config, workdir: str, index: int = 0, which: str = "test", s
     "support_labels" [S], "query_labels" [Q], "logits" [Q, way], "probabilities" [Q, way] (softmax of
     the logits), "prediction" [Q] (episode labels)}.
     """
+    _checkpoint_dir(workdir, best)
     mesh = sharding.make_mesh()
     s = _setup(config, workdir, mesh)
     lst = _fixed_list(s, which)
@@ -231,6 +243,8 @@ def predict_episode(config, workdir: str, index: int = 0, which: str = "test", s
         episode = next(it)
     finally:
         it.close()
+    if int(episode["episode"]) != index:
+        raise RuntimeError(f"the episode input returned episode {int(episode['episode'])}, not {index}")
     n = int(config.eval.batch_episodes)  # the eval step's sharded batch: the episode, repeated
     batch = {k: np.stack([v] * n) for k, v in episode.items() if k != "episode"}
     eval_step = episodic.make_eval_step(s["model"], mesh, s["state_sh"])

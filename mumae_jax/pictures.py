@@ -88,29 +88,33 @@ def sensor_figure(recs: Mapping[str, Mapping[str, np.ndarray]], path: str, title
 
 
 def episode_figure(result: Mapping, path, title: str = "") -> None:
-    """PNG of one predicted episode (`oneshot_train.predict_episode`): the middle frame of every support clip
-    with its class, the query's middle frame with its true class, and the predicted class probabilities."""
+    """PNG (local or gs:// path) of one predicted episode (`oneshot_train.predict_episode`): the middle frame of
+    every support clip (one column per class, one row per shot), and per query its middle frame with its true
+    class next to the predicted class probabilities."""
+    from etils import epath
     from matplotlib.figure import Figure
 
     ep, probs = result["episode"], np.asarray(result["probabilities"])
     support, query = np.asarray(result["support_video"]), np.asarray(result["query_video"])
-    ns, nq, way = len(support), len(query), probs.shape[-1]
-    cols = max(ns, 2)
-    fig = Figure(figsize=(2.0 * cols, 2.3 * (1 + nq)))
-    grid = fig.add_gridspec(1 + nq, cols)
+    labels = [int(y) for y in result["support_labels"]]
+    way, nq = probs.shape[-1], len(query)
+    shots = max(labels.count(k) for k in range(way))
+    cols = max(way, 2)
+    fig = Figure(figsize=(2.0 * cols, 2.3 * (shots + nq)))
+    grid = fig.add_gridspec(shots + nq, cols)
     mid = support.shape[1] // 2
-    for i in range(ns):
-        ax = fig.add_subplot(grid[0, i])
+    for i, y in enumerate(labels):
+        ax = fig.add_subplot(grid[labels[:i].count(y), y])
         ax.imshow(np.clip(support[i, mid], 0, 1))
-        ax.set_title(f"{result['support_labels'][i]}: {ep.classes[result['support_labels'][i]]}", fontsize=8)
+        ax.set_title(f"{y}: {ep.classes[y]}", fontsize=8)
         ax.axis("off")
     for q in range(nq):
         truth, pred = int(result["query_labels"][q]), int(result["prediction"][q])
-        ax = fig.add_subplot(grid[1 + q, 0])
+        ax = fig.add_subplot(grid[shots + q, 0])
         ax.imshow(np.clip(query[q, mid], 0, 1))
         ax.set_title(f"query {q}: {ep.classes[truth]}", fontsize=8)
         ax.axis("off")
-        ax = fig.add_subplot(grid[1 + q, 1:])
+        ax = fig.add_subplot(grid[shots + q, 1:])
         colors = ["tab:green" if k == truth else "tab:red" if k == pred else "0.6" for k in range(way)]
         ax.barh(range(way), probs[q], color=colors)
         ax.set_yticks(range(way), [f"{k}: {c}" for k, c in enumerate(ep.classes)], fontsize=8)
@@ -119,10 +123,13 @@ def episode_figure(result: Mapping, path, title: str = "") -> None:
         ax.set_xlabel("probability (softmax of the CAM logits)", fontsize=8)
         verdict = "right" if pred == truth else f"wrong (true: {truth})"
         ax.set_title(f"predicted {pred}: {ep.classes[pred]}, {verdict}", fontsize=9)
-    fig.suptitle((title + "\n" if title else "") + "support (one clip per class, middle frame) and query",
-                 fontsize=9)
+    fig.suptitle((title + "\n" if title else "") + f"support ({shots} clip(s) per class, middle frame) and "
+                 f"{nq} quer{'y' if nq == 1 else 'ies'}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    out = epath.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:
+        fig.savefig(f, format="png", dpi=90)
 
 
 def write_pictures(specs: Sequence, inputs, masks, preds, out_dir: str, prefix: str, index: int = 0,

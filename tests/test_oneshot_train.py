@@ -76,6 +76,10 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
     assert Image.open(tmp_path / "episode.png").size[0] > 500
     with pytest.raises(IndexError, match="episode 16 of a test list of 16"):
         oneshot_train.predict_episode(c, w, index=16)
+    missing = tmp_path / "no_such_run"
+    with pytest.raises(FileNotFoundError, match="no_such_run/checkpoints not found"):
+        oneshot_train.predict_episode(c, str(missing))
+    assert not missing.exists()  # nothing created on the way to the error
     v = oneshot_train.evaluate_checkpoint(c, w, best=True)
     assert v["step"] == best["step"] and v["accuracy"] == report["validation_selected"]["accuracy"]
 

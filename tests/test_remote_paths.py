@@ -2,8 +2,9 @@
 
 No bucket is reachable here: `epath.testing.mock_epath` sends every epath call for gs://bucket/... to a local
 directory instead. A file written with plain `open` would not land there (and would fail on a real bucket), so
-these tests catch a regression to local-only I/O in the episode lists, metrics and config files. Orbax
-checkpoints and TensorBoard files use their own gs:// support and are not covered here."""
+this catches a regression to local-only I/O in writing and reading episode lists, writing, truncating and
+reading metrics.jsonl, and reading config.json. The mock stands in for epath's file backend (TensorFlow's gfile
+in production). The loops' other workdir files, orbax checkpoints and TensorBoard files are not covered."""
 import json
 import os
 
