@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -181,9 +181,18 @@ def _checkpoint_dir(workdir: str, best: bool) -> str:
     return str(d)
 
 
-def _restore(workdir: str, s: Mapping[str, Any], step: Optional[int], best: bool) -> tuple[Any, int]:
-    """(state, step) of the latest / given checkpoint, or of the validation-selected one (`best`)."""
-    ckpt = checkpointing.Checkpointer(_checkpoint_dir(workdir, best), 1 << 30)
+def _saved_run(config, workdir: str, which: str, step: Optional[int], best: bool):
+    """(mesh, setup, state, step, fixed `which` list, its episode-input part) of a saved checkpoint: the latest,
+    `step`, or the validation-selected one (`best`)."""
+    directory = _checkpoint_dir(workdir, best)  # before _setup creates the workdir
+    if which not in ("val", "test"):
+        raise ValueError(f"which={which!r}: expected 'val' or 'test'")
+    mesh = sharding.make_mesh()
+    s = _setup(config, workdir, mesh)
+    lst = s[f"{which}_list"]
+    if lst is None:
+        raise ValueError(f"this run has no {which} episode list")
+    ckpt = checkpointing.Checkpointer(directory, 1 << 30)
     try:
         step = step if step is not None else ckpt.latest_step()
         if step is None:
@@ -191,29 +200,16 @@ def _restore(workdir: str, s: Mapping[str, Any], step: Optional[int], best: bool
         state, _ = ckpt.restore(step, s["abstract"])
     finally:
         ckpt.close()
-    return state, step
-
-
-def _fixed_list(s: Mapping[str, Any], which: str) -> E.EpisodeList:
-    if which not in ("val", "test"):
-        raise ValueError(f"which={which!r}: expected 'val' or 'test'")
-    lst = s[f"{which}_list"]
-    if lst is None:
-        raise ValueError(f"this run has no {which} episode list")
-    return lst
+    return mesh, s, state, step, lst, "novel" if which == "test" else "validation"
 
 
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which: str = "test",
                         best: bool = False) -> dict[str, Any]:
     """Accuracy ± CI of a saved checkpoint (latest, `step`, or the validation-selected one with
     `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic."""
-    _checkpoint_dir(workdir, best)
-    mesh = sharding.make_mesh()
-    s = _setup(config, workdir, mesh)
-    state, step = _restore(workdir, s, step, best)
-    lst = _fixed_list(s, which)
+    mesh, s, state, step, lst, part = _saved_run(config, workdir, which, step, best)
     predict = _predictor(episodic.make_eval_step(s["model"], mesh, s["state_sh"]), mesh)
-    it = _episode_iter(config, lst, "novel" if which == "test" else "validation", False, repeat=False)
+    it = _episode_iter(config, lst, part, False, repeat=False)
     try:
         out = episode_eval.evaluate(lambda eps: predict(state, eps), it, len(lst), int(config.eval.batch_episodes))
     finally:
@@ -230,15 +226,10 @@ def predict_episode(config, workdir: str, index: int = 0, which: str = "test", s
     "support_labels" [S], "query_labels" [Q], "logits" [Q, way], "probabilities" [Q, way] (softmax of
     the logits), "prediction" [Q] (episode labels)}.
     """
-    _checkpoint_dir(workdir, best)
-    mesh = sharding.make_mesh()
-    s = _setup(config, workdir, mesh)
-    lst = _fixed_list(s, which)
+    mesh, s, state, step, lst, part = _saved_run(config, workdir, which, step, best)
     if not 0 <= index < len(lst):
         raise IndexError(f"episode {index} of a {which} list of {len(lst)} episodes")
-    state, step = _restore(workdir, s, step, best)
-    it = _episode_iter(config, lst, "novel" if which == "test" else "validation", False, start=index,
-                       repeat=False)
+    it = _episode_iter(config, lst, part, False, start=index, repeat=False)
     try:
         episode = next(it)
     finally:
