@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from mumae_jax import host_memory, optim, pretrained, train, train_state
+from mumae_jax import host_memory, metrics, optim, pretrained, train, train_state
 from mumae_jax.models import layer_stack, mae, masking, vit
 
 
@@ -86,9 +86,12 @@ def test_weight_decay_mask_ignores_the_layer_axis():
 def test_scanned_run_loads_per_layer_and_resumes_only_scanned(tmp_path):
     config = make_tiny_config(total_steps=2, checkpoint_every_steps=2)
     config.model.scan = True
+    config.evals.fewshot.update(every_steps=2, num_episodes=2)  # the probes read the live (scanned) params
     run = str(tmp_path / "scanned")
     out = train.train_and_evaluate(config, run)
     assert layer_stack.is_scanned(out["state"]["params"])
+    assert [r["step"] for r in metrics.read_jsonl(os.path.join(run, "metrics.jsonl"))
+            if "fewshot/prototype_accuracy" in r] == [2]
     loaded_config, params, step = pretrained.load_params(run)
     assert step == 2 and loaded_config.model.scan is False and not layer_stack.is_scanned(params)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(params),

@@ -32,7 +32,7 @@ def _unstack(node: Mapping[str, Any]) -> dict:
     if len(depth) != 1:
         raise ValueError(f"stacked '{SCANNED}' leaves disagree on the number of layers: {sorted(depth)}")
     (depth,) = depth
-    out = {f"block{i:02d}": jax.tree.map(lambda x, i=i: np.asarray(x)[i], layers) for i in range(depth)}
+    out = {f"block{i:02d}": jax.tree.map(lambda x, i=i: x[i], layers) for i in range(depth)}
     return {**out, **{k: v for k, v in node.items() if k != SCANNED}}
 
 
@@ -44,7 +44,8 @@ def is_scanned(params: Mapping[str, Any]) -> bool:
 
 
 def unstack(params: Mapping[str, Any]) -> dict:
-    """Scanned -> per-layer layout (a no-op on per-layer trees). Leaves become numpy arrays where split."""
+    """Scanned -> per-layer layout (a no-op on per-layer trees). Split leaves are slices of the stacked ones
+    (numpy stays numpy, device arrays stay on the device)."""
     if not isinstance(params, Mapping):
         return params
     node = _unstack(params) if SCANNED in params else params

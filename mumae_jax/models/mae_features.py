@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mumae_jax.models import mae, modality, posemb, tokenizers, variants, vit
+from mumae_jax.models import layer_stack, mae, modality, posemb, tokenizers, variants, vit
 from mumae_jax.models.modality import ModalitySpec
 
 
@@ -107,7 +107,7 @@ def load_pretrained(params: Mapping[str, Any], pretrained: Mapping[str, Any]) ->
     ValueError naming it: weights are never silently left random.
     """
     dst = traverse_util.flatten_dict(dict(params), sep="/")
-    src = traverse_util.flatten_dict(dict(pretrained), sep="/")
+    src = traverse_util.flatten_dict(layer_stack.unstack(pretrained), sep="/")  # a scanned run's `layers` too
     out, loaded, kept, problems = {}, [], [], []
     for k, v in dst.items():
         if k.split("/")[0] in FRESH:
