@@ -25,12 +25,16 @@ def _normalize(x, axis):
     return (x - mean) / (std + EPS)
 
 
+def input_pixels(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
+    """A video input back in pixel units ([0, 1]), undoing the input normalisation (`input_mean/std`)."""
+    return x * jnp.asarray(spec.input_std) + jnp.asarray(spec.input_mean) if spec.input_mean else x
+
+
 def modality_targets(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
     """Targets of every token [B, N, token_dim] (float32)."""
     x = x.astype(jnp.float32)
     if spec.kind == "video":
-        if spec.input_mean:
-            x = x * jnp.asarray(spec.input_std) + jnp.asarray(spec.input_mean)
+        x = input_pixels(spec, x)
         patches = tokenizers.video_patches(x, spec.tubelet)  # [B, N, P, C]
         if spec.normalize_target:
             patches = _normalize(patches, axis=-2)

@@ -18,7 +18,7 @@ from typing import Mapping
 import einops
 import numpy as np
 
-from mumae_jax.losses import EPS
+from mumae_jax.losses import EPS, input_pixels
 from mumae_jax.models import tokenizers
 from mumae_jax.models.modality import ModalitySpec
 
@@ -62,8 +62,7 @@ def reconstruct(spec: ModalitySpec, x: np.ndarray, mask: np.ndarray, pred: np.nd
                          f"predictions {pred.shape} ({spec.num_tokens} tokens)")
     ids = np.flatnonzero(mask)
     if spec.kind == "video":
-        if spec.input_mean:
-            x = x * np.asarray(spec.input_std, np.float32) + np.asarray(spec.input_mean, np.float32)
+        x = np.asarray(input_pixels(spec, x))
         patches = np.asarray(tokenizers.video_patches(x[None], spec.tubelet))[0]
         channels = patches.shape[-1]
         predicted = pred.reshape(len(ids), -1, channels)
