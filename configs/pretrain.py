@@ -115,8 +115,9 @@ def get_config(arg=None):
     # ---- data ----
     c.input = dict(frame_stride=2, prefetch=2, device_prefetch=2)  # device_prefetch: batches moved to devices ahead
     if arg.data == "synthetic":
+        # framing: 'person' (a person-centred crop of each camera, default) or 'room' (the whole view)
         c.data = dict(name="synthetic", split="pretrain_train", num_subjects=8, num_sessions=2,
-                      num_cameras=4, seed=0, shuffle=True, repeated_sampling=1)
+                      num_cameras=4, seed=0, framing="person", shuffle=True, repeated_sampling=1)
     else:
         # dir: the prepare command's --out; the TFDS dataset is built under dir/tfds on first use.
         c.data = dict(name="mmact", split="pretrain_train", dir="", tfds_dir="", split_config="mumae_split3",
@@ -127,8 +128,13 @@ def get_config(arg=None):
     # fewshot: frozen-encoder few-shot probes on the current params (mumae_jax/frozen_eval.py) over a
     # fixed list of `num_episodes` 5-way 1-shot episodes of the `part` classes (drawn once, `seed`);
     # seq_len=0: the pretraining num_frames (must be a multiple of the tubelet's 2 frames).
+    # modalities: comma-separated groups, one encoder each (all, video, sensors, names joined by '+');
+    # metrics fewshot/<probe>_* for 'all', fewshot/<group>/<probe>_* for the others. pooling: mean (official)
+    # or modality; feature_depth: 0 = every block, k = the first k blocks; queries per episode (0: one per
+    # class drawn from; protocol official or trx).
     c.evals = dict(fewshot=dict(every_steps=0, part="validation", num_episodes=200, seed=0,
-                                probes=("prototype", "ridge"), seq_len=0, batch_size=32))
+                                probes=("prototype", "ridge"), seq_len=0, batch_size=32, modalities="all",
+                                pooling="mean", feature_depth=0, protocol="official", queries=0))
 
     if arg.runlocal:
         c.modality.video.num_frames = 8

@@ -101,7 +101,8 @@ def make_dataset(data_cfg: Mapping) -> tuple[synthetic.SyntheticMMAct, list[synt
     ds = synthetic.SyntheticMMAct(seed=int(_get(data_cfg, "seed", 0)),
                                   num_subjects=int(_get(data_cfg, "num_subjects", 8)),
                                   num_sessions=int(_get(data_cfg, "num_sessions", 2)),
-                                  num_cameras=int(_get(data_cfg, "num_cameras", 4)))
+                                  num_cameras=int(_get(data_cfg, "num_cameras", 4)),
+                                  framing=str(_get(data_cfg, "framing", "person")))
     split = str(_get(data_cfg, "split", "pretrain_train"))
     clips = split_clips(ds, split)
     if not clips:
