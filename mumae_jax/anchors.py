@@ -13,8 +13,8 @@ episode of a fixed list this command builds, per clip:
 and scores them with the frozen-feature probes (`fewshot_probes`: nearest prototype, ridge, ...),
 episodes processed in chunks so that raw pixels fit in memory. Accuracy ± 95 % CI over all queries.
 
-    python -m mumae_jax.anchors --config configs/pretrain.py:runlocal [--episodes F | --part novel
-        --num_episodes 2000 --queries 1 --protocol trx] [--modalities video,sensors,all]
+    python -m mumae_jax.anchors --config configs/pretrain.py:runlocal [--config.x=y ...] [--episodes F |
+        --part novel --num_episodes 2000 --queries 5 --protocol trx] [--modalities video,sensors,all]
         [--probes prototype,ridge] [--out anchors.json]
 
 The geometry defaults to the pretraining config's (as `frozen_eval.default_geometry`), so an anchor row
@@ -30,7 +30,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from etils import epath
 
-from mumae_jax import config_files, fewshot_probes, frozen_eval
+from mumae_jax import fewshot_probes, frozen_eval
+from mumae_jax.config_files import load_config_file, split_overrides
 from mumae_jax.data import episodes as E
 
 GROUPS = ("video", "sensors", "all")
@@ -146,7 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--part", default="novel", choices=tuple(frozen_eval.PART_TO_TFDS_SPLIT),
                    help="classes of the drawn list (default: %(default)s)")
     p.add_argument("--num_episodes", type=int, default=2000, help="drawn episodes (default: %(default)s)")
-    p.add_argument("--queries", type=int, default=1, help="queries per class (trx) or per episode (official)")
+    p.add_argument("--queries", type=int, default=5,
+                   help="queries per episode (trx: a multiple of --way, spread over the classes; default: 5)")
     p.add_argument("--protocol", default="trx", choices=("official", "trx"),
                    help="trx: queries from every class; official: from one class (default: %(default)s)")
     p.add_argument("--episode_seed", type=int, default=0, help="seed of the drawn list (default: 0)")
@@ -161,17 +163,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    a = _parser().parse_args(argv)
-    config = config_files.load(a.config)
+    a, overrides = split_overrides(_parser(), argv)
+    config = load_config_file(a.config, overrides)
     groups = [g for g in a.modalities.split(",") if g]
     probes = [p for p in a.probes.split(",") if p]
     data_cfg = frozen_eval._plain(config.data)
     if a.episodes:
         elist = E.load_episode_list(a.episodes)
     else:
-        elist = E.make_episode_list(frozen_eval.records(data_cfg), frozen_eval.class_split(data_cfg), part=a.part,
-                                    way=a.way, shot=a.shot, protocol=a.protocol, queries=a.queries,
-                                    num_episodes=a.num_episodes, seed=a.episode_seed)
+        elist = frozen_eval.draw_episode_list(data_cfg, part=a.part, way=a.way, shot=a.shot, protocol=a.protocol,
+                                              queries=a.queries, num_episodes=a.num_episodes, seed=a.episode_seed)
     res = evaluate_anchors(config, elist, groups=groups, probes=probes,
                            split=frozen_eval.PART_TO_TFDS_SPLIT[a.part], seq_len=a.seq_len,
                            image_size=a.image_size)

@@ -1,21 +1,34 @@
-"""Config files given on a command line as `path/to/config.py[:args]` (what `main.py --config` takes)."""
+"""Config files given on a command line as `path/to/config.py[:args]` plus `--config.x=y` overrides,
+read exactly as `main.py --config` reads them (ml_collections `config_flags`)."""
 from __future__ import annotations
 
-import importlib.util
-import os
+import argparse
+from typing import Optional, Sequence
 
 
-def load(spec: str):
-    """The ConfigDict of `file.py[:args]`: the file's `get_config(args)` (`get_config()` without args).
+def load_config_file(spec: str, overrides: Sequence[str] = ()):
+    """The ml_collections config of `path[:arg]` with `--config.x=y` overrides, as main.py's --config."""
+    from absl import flags
+    from ml_collections import config_flags
 
-    A missing file or a file without `get_config` is a ValueError naming it.
-    """
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ValueError(f"config file {path!r} not found (from {spec!r})")
-    module_spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"config file {path!r} has no get_config()")
-    return module.get_config(arg) if arg else module.get_config()
+    argv = ["mumae_jax", f"--config={spec}", *overrides]
+    fv = flags.FlagValues()
+    try:
+        config_flags.DEFINE_config_file("config", None, "pretraining config", flag_values=fv, lock_config=False,
+                                        sys_argv=argv)
+        fv(argv)
+        config = fv.config
+        config.keys()  # a file that failed to load gives a placeholder that raises only when used
+        return config
+    except (flags.Error, OSError, AttributeError, KeyError) as e:
+        raise ValueError(f"--config {spec} {' '.join(overrides)}: {e}") from None
+
+
+def split_overrides(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]):
+    """(parsed args, [--config.x=y ...]) of an argparse command that also takes config overrides; any
+    other unknown argument is the parser's usage error."""
+    a, rest = parser.parse_known_args(argv)
+    overrides = [r for r in rest if r.startswith("--config.")]
+    if len(overrides) != len(rest):
+        parser.error(f"unrecognized arguments: {' '.join(r for r in rest if r not in overrides)}")
+    return a, overrides

@@ -4,24 +4,31 @@ clips of an episode list --(episode_input.build_clip_input: evaluation transform
 (eval mode, every token visible) --> features [n, D], extracted ONCE per unique clip --> gathered into
 support [E, S, D] / query [E, Q, D] --> `fewshot_probes.evaluate` (prototype, kNN, ridge, linear).
 
+Modality groups (`modality_groups`): several encoders can be evaluated on one list in one pass over the
+clips, each fed only its group's modalities: `all` (every modality of the pretraining model), `video`,
+`sensors`, a modality name, or names joined by `+` (`acc_watch+gyro`). They share the weights (of the
+checkpoint, or of ONE random init); only the fresh `fc_norm*` are per encoder. The feature itself:
+`pooling` ('mean': the official mean over all tokens, [n, D]; 'modality': one block per modality,
+[n, n_modalities·D]) and `feature_depth` (0: every block; k: the output of the first k blocks), see
+`mae_features`.
+
 Geometry (`default_geometry`): seq_len frames (default: the pretraining num_frames; a multiple of the
 tubelet's time size), image_size (default: the pretraining size), resize_to (default:
 round(image_size · 256/224), the official 224 -> 256 ratio), sensor_length (default: the pretraining one).
 
-Episode lists: a saved file, or drawn by `draw_episode_list` from the class split of the data config
-(`class_split_file`, else `splits.mumae_split3_with_validation(num_val, val_seed)`). Prepared MMAct reads
-the clips of part 'novel' / 'validation' / 'base' from TFDS split meta_test / meta_val / meta_train.
+Episode lists: a saved file, or drawn by `draw_episode_list` (`queries` per episode: official = all
+from one class, trx = as many from every class) from a class split: `class_split_file` if given, else
+the data config's `class_split_file`, else `splits.mumae_split3_with_validation(num_val, val_seed)`.
+Prepared MMAct reads the clips of part 'novel' / 'validation' / 'base' from TFDS split meta_test /
+meta_val / meta_train (built with the data config's class split: a clip that is not in the split read is
+an error naming it; `split=` picks another).
 
 Also used during pretraining (`PeriodicEvaluator`, config.evals.fewshot) on the live parameters.
-
-  python -m mumae_jax.frozen_eval --pretrain_workdir W [--step N] [--episodes F | --part novel
-      --num_episodes 1000 --episode_seed 0 --way 5 --shot 1] [--probes prototype,ridge] [--out r.json]
+Command line: `frozen_eval_cli.py` (`python -m mumae_jax.frozen_eval ...` runs it).
 """
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -29,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from etils import epath
 
 from mumae_jax import checkpointing, fewshot_probes, pretrained, sharding
 from mumae_jax.data import episodes as E
@@ -45,7 +51,7 @@ def _plain(cfg) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Encoder
+# Encoders
 # ----------------------------------------------------------------------------------------------------
 
 def default_geometry(pretrain_config, seq_len: int = 0, image_size: int = 0, resize_to: int = 0,
@@ -68,12 +74,41 @@ def default_geometry(pretrain_config, seq_len: int = 0, image_size: int = 0, res
     return dict(seq_len=seq_len, image_size=image_size, resize_to=resize_to, sensor_length=sensor_length)
 
 
-def make_encoder(pretrain_config, geometry: Mapping[str, int], normalize_video: bool = True
+def modality_groups(pretrain_config, groups: str | Sequence[str] = "all") -> dict[str, tuple[str, ...]]:
+    """{group: its modality names, in the pretraining order} of a comma-separated string (or a list) of
+    groups (module docstring). Unknown names, empty or repeated groups are a ValueError naming them."""
+    names = tuple(pretrain_config.modalities)
+    kinds = {n: pretrain_config.modality[n]["kind"] for n in names}
+    words = {"all": names, "video": tuple(n for n in names if kinds[n] == "video"),
+             "sensors": tuple(n for n in names if kinds[n] == "sensor")}
+    listed = [g.strip() for g in (groups.split(",") if isinstance(groups, str) else groups)]
+    if not listed or not all(listed):
+        raise ValueError(f"empty modality group in {groups!r}")
+    out: dict[str, tuple[str, ...]] = {}
+    for g in listed:
+        if g in out:
+            raise ValueError(f"modality group {g!r} is listed twice")
+        picked = set()
+        for part in g.split("+"):
+            if part not in words and part not in names:
+                raise ValueError(f"modality group {g!r}: unknown modality {part!r}; the pretraining model has "
+                                 f"{', '.join(names)} (groups: all, video, sensors, or names joined by '+')")
+            picked.update(words.get(part, (part,)))
+        if not picked:
+            raise ValueError(f"modality group {g!r} selects no modality of the pretraining model ({', '.join(names)})")
+        out[g] = tuple(n for n in names if n in picked)
+    return out
+
+
+def make_encoder(pretrain_config, geometry: Mapping[str, int], normalize_video: bool = True, *,
+                 modalities: Optional[Sequence[str]] = None, pooling: str = "mean", feature_depth: int = 0
                  ) -> mae_features.MAEFeatureEncoder:
-    """The frozen feature encoder (no drop path) of the pretraining model for `geometry`."""
+    """The frozen feature encoder (no drop path) of the pretraining model for `geometry`, fed `modalities`
+    (default: all)."""
     return mae_features.from_pretrain_config(
         pretrain_config, drop_path=0.0, normalize_video=normalize_video, num_frames=geometry["seq_len"],
-        image_size=geometry["image_size"], sensor_length=geometry["sensor_length"])
+        image_size=geometry["image_size"], sensor_length=geometry["sensor_length"], modalities=modalities,
+        pooling=pooling, feature_depth=feature_depth)
 
 
 def init_params(encoder: mae_features.MAEFeatureEncoder, seed: int = 0):
@@ -82,24 +117,47 @@ def init_params(encoder: mae_features.MAEFeatureEncoder, seed: int = 0):
     return jax.jit(lambda k: encoder.init(k, dummy, deterministic=True)["params"])(jax.random.key(seed))
 
 
-def from_pretrain_config(pretrain_config, seed: int = 0, normalize_video: bool = True, **geometry):
+def group_encoders(pretrain_config, groups: str | Sequence[str], geometry: Mapping[str, int],
+                   source_params=None, *, seed: int = 0, normalize_video: bool = True, pooling: str = "mean",
+                   feature_depth: int = 0) -> dict[str, tuple[mae_features.MAEFeatureEncoder, Any]]:
+    """{group: (encoder fed only that group's modalities, params)} (`modality_groups`).
+
+    Weights come from `source_params` (a `MultimodalMAE` tree; strict `load_pretrained`), or, if None, from
+    ONE random init (`seed`) of the encoder of every modality, shared by all groups. fc_norm* start fresh.
+    """
+    kw = dict(normalize_video=normalize_video, feature_depth=feature_depth)
+    if source_params is None:
+        source_params = init_params(make_encoder(pretrain_config, geometry, **kw), seed)
+    out = {}
+    for g, mods in modality_groups(pretrain_config, groups).items():
+        encoder = make_encoder(pretrain_config, geometry, modalities=mods, pooling=pooling, **kw)
+        out[g] = (encoder, mae_features.load_pretrained(init_params(encoder, seed), source_params)[0])
+    return out
+
+
+def from_pretrain_config(pretrain_config, seed: int = 0, normalize_video: bool = True, *,
+                         modalities: Optional[Sequence[str]] = None, pooling: str = "mean", feature_depth: int = 0,
+                         **geometry):
     """(encoder, random-init params) of a pretraining config, without a checkpoint (baseline).
 
     `geometry`: seq_len, image_size, sensor_length as in `default_geometry` (resize_to is ignored).
     """
-    encoder = make_encoder(pretrain_config, default_geometry(pretrain_config, **geometry), normalize_video)
+    encoder = make_encoder(pretrain_config, default_geometry(pretrain_config, **geometry), normalize_video,
+                           modalities=modalities, pooling=pooling, feature_depth=feature_depth)
     return encoder, init_params(encoder, seed)
 
 
 def from_pretrain_run(workdir: str, step: Optional[int] = None, *, mesh=None, normalize_video: bool = True,
+                      modalities: Optional[Sequence[str]] = None, pooling: str = "mean", feature_depth: int = 0,
                       **geometry):
     """(encoder, params, step) from the latest (or given) checkpoint of a pretraining run.
 
-    Every encoder weight comes from the checkpoint (`load_pretrained`, strict) except the fresh fc_norm.
+    Every encoder weight comes from the checkpoint (`load_pretrained`, strict) except the fresh fc_norm*.
     `geometry` as in `from_pretrain_config`.
     """
     config, mae_params, step = pretrained.load_params(workdir, step, mesh)
-    encoder, params = from_pretrain_config(config, normalize_video=normalize_video, **geometry)
+    encoder, params = from_pretrain_config(config, normalize_video=normalize_video, modalities=modalities,
+                                           pooling=pooling, feature_depth=feature_depth, **geometry)
     params, _ = mae_features.load_pretrained(params, mae_params)
     return encoder, params, step
 
@@ -115,36 +173,39 @@ def _feature_fn(encoder, mesh):
                    out_shardings=sharding.replicated(mesh))
 
 
-def extract_features(encoder, params, data_cfg, clip_names: Sequence[str], *, seq_len: int, image_size: int,
-                     resize_to: int, sensor_length: int, split: str = "meta_test", batch_size: int = 32,
-                     mesh=None, progress: bool = False) -> np.ndarray:
-    """Features float32 [len(clip_names), D] of the clips (evaluation transform, encoder in eval mode).
+def extract_features(encoder, params, data_cfg, clip_names: Sequence[str], **kw) -> np.ndarray:
+    """Features float32 [len(clip_names), D] of the clips (`extract_group_features` of one encoder)."""
+    return extract_group_features({"": (encoder, params)}, data_cfg, clip_names, **kw)[""]
 
-    Batches of `batch_size` (divisible by the device count) are sharded over `mesh` (default: all devices).
+
+def extract_group_features(models: Mapping[str, tuple], data_cfg, clip_names: Sequence[str], *, seq_len: int,
+                           image_size: int, resize_to: int, sensor_length: int, split: str = "meta_test",
+                           batch_size: int = 32, mesh=None, progress: bool = False) -> dict[str, np.ndarray]:
+    """{group: features float32 [len(clip_names), encoder.feature_dim]} for models {group: (encoder, params)}.
+
+    Each clip is read once (evaluation transform) and every encoder gets its own modalities of it (eval
+    mode). Batches of `batch_size` (divisible by the device count) are sharded over `mesh` (default: all).
     """
     from mumae_jax.data import episode_input  # TensorFlow is imported only here
 
     mesh = sharding.make_mesh() if mesh is None else mesh
     sharding.check_batch_size(batch_size, mesh)
-    fn = _feature_fn(encoder, mesh)
-    params = jax.device_put(params, sharding.replicated(mesh))
-    sensors = tuple(s.name for s in encoder.specs if s.kind == "sensor")
-    video = [s.name for s in encoder.specs if s.kind == "video"]
+    rep = sharding.replicated(mesh)
+    fns = {g: (enc, _feature_fn(enc, mesh), jax.device_put(p, rep)) for g, (enc, p) in models.items()}
+    sensors = tuple(dict.fromkeys(s.name for enc, _ in models.values() for s in enc.specs if s.kind == "sensor"))
     it = episode_input.build_clip_input(data_cfg, clip_names, sensors=sensors, seq_len=seq_len,
                                         image_size=image_size, resize_to=resize_to, sensor_length=sensor_length,
                                         split=split, batch_size=batch_size)
     n, procs, rank = len(clip_names), jax.process_count(), jax.process_index()
     share = batch_size // procs
-    out = None
+    out = {g: np.zeros((n, enc.feature_dim), np.float32) for g, (enc, _, _) in fns.items()}
     try:
         for b in tqdm.tqdm(it, total=-(-n // batch_size), desc="features", unit="batch", disable=not progress):
-            inputs = {**{v: b["video"] for v in video}, **{s: b[s] for s in sensors}}
-            local = {k: v[rank * share:(rank + 1) * share] for k, v in inputs.items()}
-            feats = np.asarray(fn(params, sharding.to_global(local, mesh)), np.float32)
-            if out is None:
-                out = np.zeros((n, feats.shape[-1]), np.float32)
             valid = b["index"] >= 0
-            out[b["index"][valid]] = feats[valid]
+            for g, (enc, fn, params) in fns.items():
+                local = {s.name: b["video" if s.kind == "video" else s.name][rank * share:(rank + 1) * share]
+                         for s in enc.specs}
+                out[g][b["index"][valid]] = np.asarray(fn(params, sharding.to_global(local, mesh)), np.float32)[valid]
     finally:
         it.close()
     return out
@@ -154,9 +215,10 @@ def extract_features(encoder, params, data_cfg, clip_names: Sequence[str], *, se
 # Episodes
 # ----------------------------------------------------------------------------------------------------
 
-def class_split(data_cfg, num_val: int = 5, val_seed: int = 0) -> splits.ClassSplit:
-    """The data config's `class_split_file`, else Mu-MAE split 3 with `num_val` validation classes."""
-    f = _plain(data_cfg).get("class_split_file") or ""
+def class_split(data_cfg, num_val: int = 5, val_seed: int = 0, class_split_file: str = "") -> splits.ClassSplit:
+    """`class_split_file` if given, else the data config's `class_split_file`, else Mu-MAE split 3 with
+    `num_val` validation classes."""
+    f = class_split_file or _plain(data_cfg).get("class_split_file") or ""
     return splits.ClassSplit.from_file(f) if f else splits.mumae_split3_with_validation(num_val, val_seed)
 
 
@@ -172,44 +234,61 @@ def records(data_cfg) -> list:
     return mmact_tfds.kept_records(cfg["dir"])
 
 
+def list_queries(protocol: str, way: int, queries: int) -> int:
+    """The `queries` of `episodes.make_episode_list` (official: per episode; trx: per class) that gives
+    `queries` queries per episode; 0: one per class drawn from (1 for official, `way` for trx)."""
+    if queries < 0 or (protocol == "trx" and queries % way):
+        raise ValueError(f"queries={queries} per episode: must be >= 0, and a multiple of way={way} for protocol "
+                         "'trx' (which draws as many queries from every class)")
+    return max(queries // way, 1) if protocol == "trx" else max(queries, 1)
+
+
 def draw_episode_list(data_cfg, *, part: str = "novel", way: int = 5, shot: int = 1, protocol: str = "official",
-                      num_episodes: int = 1000, seed: int = 0, num_val: int = 5, val_seed: int = 0
-                      ) -> E.EpisodeList:
-    """A deterministic list of episodes over the `part` classes of the data config's class split."""
-    cs = class_split(data_cfg, num_val, val_seed)
+                      queries: int = 0, num_episodes: int = 1000, seed: int = 0, num_val: int = 5,
+                      val_seed: int = 0, class_split_file: str = "") -> E.EpisodeList:
+    """A deterministic list of episodes over the `part` classes of the class split (`class_split`), with
+    `queries` queries per episode (`list_queries`)."""
+    cs = class_split(data_cfg, num_val, val_seed, class_split_file)
     return E.make_episode_list(records(data_cfg), cs, part=part, way=way, shot=shot, protocol=protocol,
-                               num_episodes=num_episodes, seed=seed)
+                               queries=list_queries(protocol, way, queries), num_episodes=num_episodes, seed=seed)
 
 
-def evaluate_episodes(encoder, params, data_cfg, episode_list: Sequence[E.Episode], *,
-                      probes: Sequence[str] = DEFAULT_PROBES, probe_options: Optional[Mapping[str, Any]] = None,
-                      seq_len: int, image_size: int, resize_to: int, sensor_length: int, split: str = "meta_test",
-                      batch_size: int = 32, mesh=None, progress: bool = False) -> dict[str, Any]:
-    """Frozen-feature few-shot accuracy of `encoder` on `episode_list` (module docstring).
+def evaluate_groups(models: Mapping[str, tuple], data_cfg, episode_list: Sequence[E.Episode], *,
+                    probes: Sequence[str] = DEFAULT_PROBES, probe_options: Optional[Mapping[str, Any]] = None,
+                    **feature_kw) -> dict[str, Any]:
+    """Frozen-feature few-shot accuracy of each of `models` {group: (encoder, params)} on `episode_list`;
+    `feature_kw` as in `extract_group_features` (geometry, split, batch_size, mesh, progress).
 
-    Returns {probe: {"accuracy": %, "ci95": pp, "num_queries": E·Q}, "num_clips": unique clips,
-    "seconds": wall time}.
+    Returns {"groups": {group: {probe: {"accuracy": %, "ci95": pp, "num_queries": E·Q}}}, "num_clips":
+    unique clips, "num_queries": E·Q, "seconds": wall time}.
     """
     t0 = time.perf_counter()
     if not episode_list:
         raise ValueError("the episode list is empty")
-    names = sorted({c for e in episode_list for c in (*e.support, *e.query)})
-    feats = extract_features(encoder, params, data_cfg, names, seq_len=seq_len, image_size=image_size,
-                             resize_to=resize_to, sensor_length=sensor_length, split=split,
-                             batch_size=batch_size, mesh=mesh, progress=progress)
-    pos = {n: i for i, n in enumerate(names)}
     ways = {len(e.classes) for e in episode_list}
-    shapes = {(len(e.support), len(e.query)) for e in episode_list}
-    if len(ways) != 1 or len(shapes) != 1:
+    if len(ways) != 1 or len({(len(e.support), len(e.query)) for e in episode_list}) != 1:
         raise ValueError("all episodes of a list must have the same way, shot and query count")
-    support = feats[np.asarray([[pos[c] for c in e.support] for e in episode_list])]
-    query = feats[np.asarray([[pos[c] for c in e.query] for e in episode_list])]
-    res = fewshot_probes.evaluate(support, np.asarray([e.support_labels for e in episode_list], np.int32),
-                                  query, np.asarray([e.query_labels for e in episode_list], np.int32),
-                                  ways.pop(), probes=probes, **dict(probe_options or {}))
-    out: dict[str, Any] = {p: {k: r[k] for k in ("accuracy", "ci95", "num_queries")} for p, r in res.items()}
-    out.update(num_clips=len(names), seconds=time.perf_counter() - t0)
-    return out
+    names = sorted({c for e in episode_list for c in (*e.support, *e.query)})
+    feats = extract_group_features(models, data_cfg, names, **feature_kw)
+    pos = {n: i for i, n in enumerate(names)}
+    sup = np.asarray([[pos[c] for c in e.support] for e in episode_list])
+    qry = np.asarray([[pos[c] for c in e.query] for e in episode_list])
+    sup_labels = np.asarray([e.support_labels for e in episode_list], np.int32)
+    qry_labels = np.asarray([e.query_labels for e in episode_list], np.int32)
+    groups = {}
+    for g, f in feats.items():
+        res = fewshot_probes.evaluate(f[sup], sup_labels, f[qry], qry_labels, next(iter(ways)), probes=probes,
+                                      **dict(probe_options or {}))
+        groups[g] = {p: {k: r[k] for k in ("accuracy", "ci95", "num_queries")} for p, r in res.items()}
+    return {"groups": groups, "num_clips": len(names), "num_queries": int(qry.size),
+            "seconds": time.perf_counter() - t0}
+
+
+def evaluate_episodes(encoder, params, data_cfg, episode_list: Sequence[E.Episode], **kw) -> dict[str, Any]:
+    """`evaluate_groups` of one encoder: {probe: {"accuracy", "ci95", "num_queries"}, "num_clips",
+    "num_queries", "seconds"}."""
+    res = evaluate_groups({"": (encoder, params)}, data_cfg, episode_list, **kw)
+    return {**res.pop("groups")[""], **res}
 
 
 def probe_results(results: Mapping[str, Any]) -> dict[str, dict]:
@@ -224,126 +303,109 @@ def probe_results(results: Mapping[str, Any]) -> dict[str, dict]:
 class PeriodicEvaluator:
     """Few-shot probes on the live pretraining parameters (config.evals.fewshot).
 
-    The encoder, its fc_norm init and the episode list are built once; each call copies the current
-    `MultimodalMAE` parameters in (`load_pretrained`) and returns {"fewshot/<probe>_accuracy", "_ci95"}.
+    The encoders (one per entry of `modalities`, default 'all'; `pooling`, `feature_depth`), their fc_norm
+    init and the episode list (`part`, `num_episodes`, `way`, `shot`, `protocol`, `queries` per episode,
+    `seed`) are built once; each call copies the current `MultimodalMAE` parameters in (`load_pretrained`) and returns
+    {"fewshot/<probe>_accuracy", "_ci95"} for group 'all' and "fewshot/<group>/<probe>_..." for others.
     """
 
     def __init__(self, pretrain_config, eval_cfg, mesh=None):
-        self.cfg = dict(eval_cfg)
+        self.cfg = cfg = dict(eval_cfg)
         self.mesh = sharding.make_mesh() if mesh is None else mesh
-        self.geometry = default_geometry(pretrain_config, seq_len=int(self.cfg.get("seq_len", 0)),
-                                         image_size=int(self.cfg.get("image_size", 0)),
-                                         resize_to=int(self.cfg.get("resize_to", 0)))
-        self.encoder = make_encoder(pretrain_config, self.geometry)
-        self.init = init_params(self.encoder, int(self.cfg.get("seed", 0)))
-        part = self.cfg.get("part", "validation")
+        self.geometry = default_geometry(pretrain_config, seq_len=int(cfg.get("seq_len", 0)),
+                                         image_size=int(cfg.get("image_size", 0)),
+                                         resize_to=int(cfg.get("resize_to", 0)))
+        groups = modality_groups(pretrain_config, cfg.get("modalities", "all"))
+        kw = dict(pooling=cfg.get("pooling", "mean"), feature_depth=int(cfg.get("feature_depth", 0)))
+        self.encoders = {g: make_encoder(pretrain_config, self.geometry, modalities=m, **kw) for g, m in groups.items()}
+        self.init = {g: init_params(e, int(cfg.get("seed", 0))) for g, e in self.encoders.items()}
+        part = cfg.get("part", "validation")
         self.data_cfg = _plain(pretrain_config.data)
         self.split = PART_TO_TFDS_SPLIT[part]
-        self.episodes = draw_episode_list(self.data_cfg, part=part, way=int(self.cfg.get("way", 5)),
-                                          shot=int(self.cfg.get("shot", 1)),
-                                          num_episodes=int(self.cfg.get("num_episodes", 200)),
-                                          seed=int(self.cfg.get("seed", 0)))
-        self.probes = tuple(self.cfg.get("probes", ("prototype", "ridge")))
+        self.episodes = draw_episode_list(self.data_cfg, part=part, way=int(cfg.get("way", 5)),
+                                          shot=int(cfg.get("shot", 1)), protocol=cfg.get("protocol", "official"),
+                                          queries=int(cfg.get("queries", 0)),
+                                          num_episodes=int(cfg.get("num_episodes", 200)), seed=int(cfg.get("seed", 0)))
+        self.probes = tuple(cfg.get("probes", ("prototype", "ridge")))
 
     def __call__(self, mae_params) -> dict[str, float]:
-        params, _ = mae_features.load_pretrained(self.init, mae_params)
-        res = evaluate_episodes(self.encoder, params, self.data_cfg, self.episodes, probes=self.probes,
-                                split=self.split, batch_size=int(self.cfg.get("batch_size", 32)), mesh=self.mesh,
-                                **self.geometry)
+        models = {g: (e, mae_features.load_pretrained(self.init[g], mae_params)[0]) for g, e in self.encoders.items()}
+        res = evaluate_groups(models, self.data_cfg, self.episodes, probes=self.probes, split=self.split,
+                              batch_size=int(self.cfg.get("batch_size", 32)), mesh=self.mesh, **self.geometry)
         out = {}
-        for p in self.probes:
-            out[f"fewshot/{p}_accuracy"] = res[p]["accuracy"]
-            out[f"fewshot/{p}_ci95"] = res[p]["ci95"]
+        for g, r in res["groups"].items():
+            prefix = "fewshot/" if g == "all" else f"fewshot/{g}/"
+            for p in self.probes:
+                out[f"{prefix}{p}_accuracy"] = r[p]["accuracy"]
+                out[f"{prefix}{p}_ci95"] = r[p]["ci95"]
         return out
 
 
 # ----------------------------------------------------------------------------------------------------
-# Command line
+# A run or a config, as the command evaluates it
 # ----------------------------------------------------------------------------------------------------
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.frozen_eval", description=__doc__.split("\n")[0])
-    p.add_argument("--pretrain_workdir", required=True, help="pretraining run (config.json + checkpoints/)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    p.add_argument("--random_init", action="store_true", help="baseline: random encoder, no checkpoint")
-    p.add_argument("--episodes", default="", help="episode list file (otherwise drawn, see --part)")
-    p.add_argument("--part", default="novel", choices=tuple(PART_TO_TFDS_SPLIT))
-    p.add_argument("--num_episodes", type=int, default=1000)
-    p.add_argument("--episode_seed", type=int, default=0)
-    p.add_argument("--way", type=int, default=5)
-    p.add_argument("--shot", type=int, default=1)
-    p.add_argument("--protocol", default="official")
-    p.add_argument("--num_val", type=int, default=5, help="validation classes of split 3 (no class_split_file)")
-    p.add_argument("--val_seed", type=int, default=0)
-    p.add_argument("--split", default="", help="TFDS split holding the clips (MMAct; default: from --part)")
-    p.add_argument("--probes", default=",".join(DEFAULT_PROBES))
-    p.add_argument("--seq_len", type=int, default=0, help="0: the pretraining num_frames")
-    p.add_argument("--image_size", type=int, default=0, help="0: the pretraining video size")
-    p.add_argument("--resize_to", type=int, default=0, help="0: round(image_size*256/224)")
-    p.add_argument("--sensor_length", type=int, default=0, help="0: the pretraining sensor length")
-    p.add_argument("--no_normalize_video", action="store_true", help="feed [0, 1] frames (official one-shot)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--out", default="", help="write the results as JSON here")
-    p.add_argument("--progress", action="store_true")
-    return p
-
-
-def evaluate_run(pretrain_workdir: str, *, step: Optional[int] = None, random_init: bool = False,
-                 episodes: str = "", part: str = "novel", num_episodes: int = 1000, episode_seed: int = 0,
-                 way: int = 5, shot: int = 1, protocol: str = "official", num_val: int = 5, val_seed: int = 0,
-                 split: str = "", probes: Sequence[str] = DEFAULT_PROBES, seq_len: int = 0, image_size: int = 0,
+def evaluate_run(pretrain_workdir: str = "", *, config=None, step: Optional[int] = None, random_init: bool = False,
+                 init_seed: int = 0, episodes: str = "", part: str = "novel", num_episodes: int = 1000,
+                 episode_seed: int = 0, way: int = 5, shot: int = 1, protocol: str = "official", queries: int = 0,
+                 num_val: int = 5, val_seed: int = 0, class_split_file: str = "", split: str = "",
+                 probes: Sequence[str] = DEFAULT_PROBES, modalities: str | Sequence[str] = "all",
+                 pooling: str = "mean", feature_depth: int = 0, seq_len: int = 0, image_size: int = 0,
                  resize_to: int = 0, sensor_length: int = 0, normalize_video: bool = True, batch_size: int = 32,
                  progress: bool = False) -> dict[str, Any]:
-    """Frozen-feature few-shot accuracy of a pretraining run's checkpoint (or, `random_init`, of its
-    architecture with random weights) on an episode list file or a drawn list; what the command prints.
+    """Frozen-feature few-shot accuracy of a pretraining run's checkpoint (`pretrain_workdir`; with
+    `random_init`, its architecture with random weights) or of a pretraining `config` (an ml_collections
+    config, random weights: needs `random_init`), on an episode list file or a drawn list, for every
+    modality group of `modalities`; what the command prints. Exactly one of pretrain_workdir / config.
+    `queries`: per episode of a drawn list (`list_queries`).
 
-    Returns {"pretrain_workdir", "step", "random_init", "episodes" (the file or how the list was drawn),
-    "num_episodes", "geometry", "normalize_video", <probe>: {"accuracy", "ci95", "num_queries"}, "num_clips",
-    "seconds"}.
+    Returns {"pretrain_workdir" (None with config), "step", "random_init", "init_seed", "episodes" (the file
+    or how the list was drawn), "num_episodes", "num_queries", "geometry", "normalize_video", "pooling",
+    "feature_depth", "modalities": {group: names}, "groups": {group: {probe: {"accuracy", "ci95",
+    "num_queries"}}}, "num_clips", "seconds"}; with a single group also its <probe> entries at the top level.
     """
-    config = pretrained.load_config(pretrain_workdir)
+    if bool(pretrain_workdir) == (config is not None):
+        raise ValueError("give exactly one of pretrain_workdir (a pretraining run) and config (a pretraining config, "
+                         f"random weights); got {'both' if pretrain_workdir else 'neither'}")
+    if config is not None and not random_init:
+        raise ValueError("a config has no weights: pass random_init=True (--random_init), or evaluate a run with "
+                         "pretrain_workdir (--pretrain_workdir)")
+    if random_init and step is not None:
+        raise ValueError(f"step={step} names a checkpoint, but random_init uses none")
+    if config is not None and config.get("trainer") != "pretrain":
+        raise ValueError(f"config must be a pretraining config, got trainer={config.get('trainer')!r}")
+    if episodes and (queries or class_split_file):
+        raise ValueError("queries and class_split_file apply to a drawn list; the episode list file fixes them")
+    list_queries(protocol, way, queries)  # fails before any model is built
+    source = None
+    if config is None and random_init:
+        config = pretrained.load_config(pretrain_workdir)
+    elif config is None:
+        config, source, step = pretrained.load_params(pretrain_workdir, step)
     geometry = default_geometry(config, seq_len=seq_len, image_size=image_size, resize_to=resize_to,
                                 sensor_length=sensor_length)
-    if random_init:
-        encoder, params = from_pretrain_config(config, normalize_video=normalize_video, **geometry)
-        step = None
-    else:
-        encoder, params, step = from_pretrain_run(pretrain_workdir, step, normalize_video=normalize_video,
-                                                  **geometry)
+    models = group_encoders(config, modalities, geometry, source, seed=init_seed, normalize_video=normalize_video,
+                            pooling=pooling, feature_depth=feature_depth)
     data_cfg = _plain(config.data)
     if episodes:
-        elist = E.load_episode_list(episodes)
-        source: Any = checkpointing.absolute(episodes)
+        elist, drawn = E.load_episode_list(episodes), checkpointing.absolute(episodes)
     else:
-        elist = draw_episode_list(data_cfg, part=part, way=way, shot=shot, protocol=protocol,
-                                  num_episodes=num_episodes, seed=episode_seed, num_val=num_val, val_seed=val_seed)
-        source = dict(part=part, num_episodes=num_episodes, seed=episode_seed, way=way, shot=shot,
-                      protocol=protocol)
-    res = evaluate_episodes(encoder, params, data_cfg, elist, probes=tuple(probes),
-                            split=split or PART_TO_TFDS_SPLIT[part], batch_size=batch_size, progress=progress,
-                            **geometry)
-    return {"pretrain_workdir": checkpointing.absolute(pretrain_workdir), "step": step, "random_init": random_init,
-            "episodes": source, "num_episodes": len(elist), "geometry": geometry,
-            "normalize_video": normalize_video, **res}
+        elist = draw_episode_list(data_cfg, part=part, way=way, shot=shot, protocol=protocol, queries=queries,
+                                  num_episodes=num_episodes, seed=episode_seed, num_val=num_val, val_seed=val_seed,
+                                  class_split_file=class_split_file)
+        drawn = dict(part=part, num_episodes=num_episodes, seed=episode_seed, way=way, shot=shot, protocol=protocol,
+                     queries=queries, class_split_file=class_split_file and checkpointing.absolute(class_split_file))
+    res = evaluate_groups(models, data_cfg, elist, probes=tuple(probes), split=split or PART_TO_TFDS_SPLIT[part],
+                          batch_size=batch_size, progress=progress, **geometry)
+    single = next(iter(res["groups"].values())) if len(res["groups"]) == 1 else {}
+    return {"pretrain_workdir": checkpointing.absolute(pretrain_workdir) if pretrain_workdir else None,
+            "step": step, "random_init": random_init, "init_seed": init_seed if random_init else None,
+            "episodes": drawn, "num_episodes": len(elist), "geometry": geometry, "normalize_video": normalize_video,
+            "pooling": pooling, "feature_depth": feature_depth,
+            "modalities": {g: [s.name for s in e.specs] for g, (e, _) in models.items()}, **single, **res}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    a = _parser().parse_args(argv)
-    out = evaluate_run(a.pretrain_workdir, step=a.step, random_init=a.random_init, episodes=a.episodes,
-                       part=a.part, num_episodes=a.num_episodes, episode_seed=a.episode_seed, way=a.way,
-                       shot=a.shot, protocol=a.protocol, num_val=a.num_val, val_seed=a.val_seed, split=a.split,
-                       probes=[p for p in a.probes.split(",") if p], seq_len=a.seq_len, image_size=a.image_size,
-                       resize_to=a.resize_to, sensor_length=a.sensor_length,
-                       normalize_video=not a.no_normalize_video, batch_size=a.batch_size, progress=a.progress)
-    if jax.process_index() == 0:
-        what = "random init" if a.random_init else f"checkpoint step {out['step']}"
-        print(f"{a.pretrain_workdir} ({what}); {out['num_episodes']} episodes, {out['num_clips']} clips, "
-              f"{out['seconds']:.1f} s")
-        print(fewshot_probes.format_table(probe_results(out)))
-        if a.out:
-            epath.Path(a.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    return 0
+if __name__ == "__main__":  # the command line is frozen_eval_cli.py
+    from mumae_jax import frozen_eval_cli
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(frozen_eval_cli.main())

@@ -291,6 +291,35 @@ def test_cli_error_and_malformed_header(tmp_path, capsys):
         E.load_episode_list(p)
 
 
+def test_cli_class_split_file(tmp_path, capsys):
+    recs = make_records(CLASSES7, subjects=(1, 2), sessions=(1,), cameras=(1, 2))
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{splits.clip_name(r)}\n" for r in recs))
+    cs = splits.ClassSplit(base=["c0", "c1"], validation=["c2", "c3", "c4"], novel=["c5", "c6"], name="mine")
+    cs_file = tmp_path / "split.json"
+    cs.to_file(cs_file)
+    out = tmp_path / "o.json"
+    assert E.main(["--records", str(lst), "--out", str(out), "--class-split", str(cs_file), "--part", "validation",
+                   "--way", "2", "--num-episodes", "40", "--seed", "1"]) == 0
+    eps = E.load_episode_list(out)
+    assert eps == E.make_episode_list(recs, cs, part="validation", way=2, num_episodes=40, seed=1)
+    assert set().union(*(e.classes for e in eps)) == {"c2", "c3", "c4"}  # that part's classes, all of them drawn
+    assert eps.meta["class_to_id"] == {"c2": 2, "c3": 3, "c4": 4}  # the file's global ids
+    bad = tmp_path / "bad.json"
+    splits.ClassSplit(base=["c0"], validation=["c2"], novel=["c5", "walking"]).to_file(bad)
+    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class-split", str(bad),
+                   "--way", "2"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "['walking']" in err and "in none of the records" in err
+    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class-split", str(cs_file),
+                   "--classes", "c0,c9", "--way", "2"]) == 2
+    assert str(cs_file) in capsys.readouterr().err
+    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class-split", str(cs_file),
+                   "--split", "split3"]) == 2
+    assert "give one" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_pinned_first_episode():
     """Guards the sampling algorithm (and numpy's PCG64 stream): if this changes, saved lists made
     before the change can no longer be regenerated from their seed (the files themselves stay valid)."""

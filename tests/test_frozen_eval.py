@@ -1,16 +1,27 @@
-"""Frozen-encoder few-shot evaluation: features per clip, determinism, checkpoint loading, CLI."""
+"""Frozen-encoder few-shot evaluation: features per clip, pooling, feature depth, modality groups,
+determinism, checkpoint loading, CLI."""
 import json
+import os
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
 from conftest import make_tiny_config
-from mumae_jax import frozen_eval, pretrained
-from mumae_jax.data import episode_input
+from mumae_jax import config_files, frozen_eval, frozen_eval_cli, pretrained
+from mumae_jax.data import episode_input, splits
+from mumae_jax.models import mae_features, vit
 
 GEOM = dict(seq_len=4, image_size=32, resize_to=40, sensor_length=128)
+SENSORS = ("acc_phone", "acc_watch", "gyro", "orientation")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# configs/pretrain.py:runlocal shrunk to make_tiny_config's encoder and data, on the command line
+TINY_CLI = [f"--config={ROOT}/configs/pretrain.py:runlocal", "--config.model.width=64", "--config.model.depth=2",
+            "--config.model.num_heads=2", "--config.model.mlp_dim=128", "--config.modality.video.num_frames=4",
+            "--config.modality.video.image_size=32", "--config.data.num_subjects=2", "--config.data.num_sessions=1"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +79,7 @@ def test_from_pretrain_run_loads_the_checkpoint_weights(run_dir):
 
 def test_cli_writes_accuracies(run_dir, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert frozen_eval.main(["--pretrain_workdir", run_dir, "--part", "novel", "--num_episodes", "4",
+    assert frozen_eval_cli.main(["--pretrain_workdir", run_dir, "--part", "novel", "--num_episodes", "4",
                              "--probes", "prototype,ridge", "--batch_size", "16", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "checkpoint step 2" in printed and "prototype" in printed
@@ -76,3 +87,186 @@ def test_cli_writes_accuracies(run_dir, tmp_path, capsys):
     assert res["step"] == 2 and res["geometry"]["seq_len"] == 4 and res["geometry"]["image_size"] == 32
     for p in ("prototype", "ridge"):
         assert 0 <= res[p]["accuracy"] <= 100 and res[p]["num_queries"] == 4
+
+
+# -- the feature: pooling and depth -------------------------------------------------------------------
+
+def _inputs(encoder, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return {s.name: rng.uniform(size=(n, *s.input_shape)).astype(np.float32) for s in encoder.specs}
+
+
+def _tokens(encoder, params, x):
+    """The encoder's output tokens [N, tokens, D] (before pooling)."""
+    _, state = encoder.apply({"params": params}, x, capture_intermediates=lambda m, _: m.name == "encoder",
+                             mutable=["intermediates"])
+    return np.asarray(state["intermediates"]["encoder"]["__call__"][0], np.float64)
+
+
+def _layer_norm(x, p):
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + vit.LN_EPS) * np.asarray(p["scale"]) + np.asarray(p["bias"])
+
+
+def test_mean_pooling_is_the_default_and_unchanged(random_encoder):
+    _, encoder, params = random_encoder
+    assert encoder.pooling == "mean" and encoder.feature_depth == 0 and set(params) >= {"fc_norm"}
+    x = _inputs(encoder)
+    tokens = _tokens(encoder, params, x).astype(np.float32)
+    # the computation before pooling options existed: mean over all tokens, then fc_norm
+    before = nn.LayerNorm(epsilon=vit.LN_EPS).apply({"params": params["fc_norm"]}, jnp.mean(tokens, axis=1))
+    np.testing.assert_array_equal(np.asarray(encoder.apply({"params": params}, x)), np.asarray(before))
+
+
+def test_modality_pooling_matches_a_numpy_reference(random_encoder):
+    config, encoder, params = random_encoder
+    enc = encoder.clone(pooling="modality")
+    new, report = mae_features.load_pretrained(frozen_eval.init_params(enc), params)
+    assert report["kept_init"] == sorted(f"fc_norm_{s.name}/{k}" for s in enc.specs for k in ("bias", "scale"))
+    fresh = np.asarray(enc.apply({"params": new}, _inputs(enc)))
+    video_sq = (fresh[:, :64] ** 2).sum(-1)  # the video block and the four sensor blocks weigh the same
+    np.testing.assert_allclose((fresh[:, 64:] ** 2).sum(-1), video_sq, rtol=1e-3)
+    rng = np.random.default_rng(1)  # per-modality LayerNorm parameters that differ from the fresh ones
+    for s in enc.specs:
+        new[f"fc_norm_{s.name}"] = {k: rng.normal(size=64).astype(np.float32) for k in ("scale", "bias")}
+    x = _inputs(enc)
+    got = np.asarray(enc.apply({"params": new}, x))
+    assert got.shape == (3, 5 * 64) and enc.feature_dim == 5 * 64
+    tokens, start, blocks = _tokens(enc, new, x), 0, {}
+    for s in enc.specs:
+        weight = 1.0 if s.kind == "video" else 0.5  # 1/sqrt(1 video), 1/sqrt(4 sensors)
+        blocks[s.name] = _layer_norm(tokens[:, start:start + s.num_tokens].mean(1), new[f"fc_norm_{s.name}"]) * weight
+        start += s.num_tokens
+    assert start == tokens.shape[1] and [s.name for s in enc.specs] == ["video", *SENSORS]
+    ref = np.concatenate([blocks[n] for n in ("video", *SENSORS)], -1)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    swapped = np.concatenate([blocks[n] for n in ("video", "acc_watch", "acc_phone", "gyro", "orientation")], -1)
+    assert not np.allclose(got, swapped, rtol=1e-2, atol=1e-3)  # the spec order matters
+
+
+def test_feature_depth_is_the_output_of_the_first_blocks(random_encoder):
+    _, encoder, params = random_encoder
+    enc = encoder.clone(feature_depth=1)
+    new, report = mae_features.load_pretrained(frozen_eval.init_params(enc), params)
+    assert "encoder/block01/mlp/fc1/kernel" in report["ignored"] and "encoder/block01" not in new["encoder"]
+    x = _inputs(enc)
+    shallow = encoder.clone(depth=1)  # a 1-block encoder with the first block of `params`
+    ref = shallow.apply({"params": {**params, "encoder": {"block00": params["encoder"]["block00"]}}}, x)
+    got = np.asarray(enc.apply({"params": new}, x))
+    np.testing.assert_allclose(got, np.asarray(ref), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(got, np.asarray(encoder.apply({"params": params}, x)), atol=1e-3)
+    with pytest.raises(ValueError, match="feature_depth=3"):
+        encoder.clone(feature_depth=3).apply({"params": params}, x)
+
+
+# -- modality groups -----------------------------------------------------------------------------------
+
+def test_modality_groups():
+    config = make_tiny_config()
+    groups = frozen_eval.modality_groups(config, "video, sensors,all,gyro+acc_watch,video+gyro")
+    assert groups == {"video": ("video",), "sensors": SENSORS, "all": ("video", *SENSORS),
+                      "gyro+acc_watch": ("acc_watch", "gyro"), "video+gyro": ("video", "gyro")}
+    for bad, msg in (("all,acc_wrist", "'acc_wrist'.*acc_phone, acc_watch"), ("all,all", "twice"),
+                     ("video,", "empty"), ("gyro+", "unknown modality ''")):
+        with pytest.raises(ValueError, match=msg):
+            frozen_eval.modality_groups(config, bad)
+
+
+def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatch):
+    config, encoder, params = random_encoder
+    models = frozen_eval.group_encoders(config, "video,sensors,all", GEOM, seed=1)
+    flat = {g: traverse_util.flatten_dict(p, sep="/") for g, (_, p) in models.items()}
+    assert all(np.array_equal(flat["sensors"][k], flat["all"][k]) for k in flat["sensors"] if "fc_norm" not in k)
+    data = {**config.data.to_dict(), "split": "all"}
+    names = sorted(c.name for c in frozen_eval.records(config.data))[:3]
+    feats = frozen_eval.extract_group_features(models, data, names, batch_size=8, **GEOM)
+    # one random init shared by the groups: the 'all' group is the seed-1 encoder of every modality
+    np.testing.assert_allclose(feats["all"], frozen_eval.extract_features(encoder, params, data, names,
+                                                                          batch_size=8, **GEOM), rtol=1e-5, atol=1e-5)
+    it = episode_input.build_clip_input(data, names, sensors=SENSORS, batch_size=8, **GEOM)
+    b = next(it)
+    it.close()
+    enc_s, p_s = models["sensors"]
+    np.testing.assert_allclose(feats["sensors"], enc_s.apply({"params": p_s}, {s: b[s][:3] for s in SENSORS}),
+                               rtol=1e-5, atol=1e-5)
+    real = episode_input.build_clip_input
+
+    def other_video(*args, **kw):  # the same clips with different frames
+        it = real(*args, **kw)
+        try:
+            for b in it:
+                yield {**b, "video": np.random.default_rng(0).uniform(size=b["video"].shape).astype(np.float32)}
+        finally:
+            it.close()
+
+    monkeypatch.setattr(episode_input, "build_clip_input", other_video)
+    again = frozen_eval.extract_group_features(models, data, names, batch_size=8, **GEOM)
+    np.testing.assert_array_equal(again["sensors"], feats["sensors"])
+    for g in ("video", "all"):
+        assert not np.allclose(again[g], feats[g], atol=1e-3)
+
+
+def test_cli_random_init_from_a_config_groups_and_queries(random_encoder, tmp_path, capsys):
+    config, encoder, params = random_encoder
+    out = tmp_path / "r.json"
+    assert frozen_eval_cli.main([*TINY_CLI, "--random_init", "--init_seed", "1", "--modalities", "video,sensors,all",
+                                 "--protocol", "trx", "--queries", "5", "--num_episodes", "2", "--resize_to", "40",
+                                 "--probes", "prototype,ridge", "--batch_size", "16", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "random init, seed 1" in lines[0] and "2 episodes, 10 queries" in lines[0]
+    assert lines[1].split() == ["group", "prototype", "ridge", "modalities"]
+    assert [line.split()[0] for line in lines[3:]] == ["video", "sensors", "all"]
+    res = json.loads(out.read_text())
+    assert res["pretrain_workdir"] is None and res["step"] is None and res["config"].endswith("pretrain.py:runlocal")
+    assert list(res["groups"]) == ["video", "sensors", "all"] and "prototype" not in res
+    assert res["modalities"]["sensors"] == list(SENSORS) and res["num_queries"] == 10 and res["num_episodes"] == 2
+    elist = frozen_eval.draw_episode_list(config.data, protocol="trx", queries=5, num_episodes=2)
+    assert sum(len(e.query) for e in elist) == 10
+    ref = frozen_eval.evaluate_episodes(encoder, params, config.data, elist, probes=("prototype", "ridge"),
+                                        batch_size=16, **GEOM)  # the tiny config's seed-1 encoder
+    for p in ("prototype", "ridge"):
+        assert res["groups"]["all"][p] == ref[p] and ref[p]["num_queries"] == 10
+        assert f"{ref[p]['accuracy']:.2f} ± {ref[p]['ci95']:.2f}" in lines[5]
+
+
+def test_cli_needs_exactly_one_of_workdir_and_config(tmp_path, capsys):
+    run_dir = str(tmp_path)  # every check fails before the run is read
+    for argv, msg in (([], "exactly one of --pretrain_workdir"),
+                      (["--pretrain_workdir", run_dir, *TINY_CLI[:1], "--random_init"], "exactly one"),
+                      (TINY_CLI[:1], "add --random_init"), (["--pretrain_workdir", run_dir, TINY_CLI[1]], "overrides")):
+        with pytest.raises(SystemExit):
+            frozen_eval_cli.main(argv)
+        assert msg in capsys.readouterr().err
+    with pytest.raises(ValueError, match="got neither"):
+        frozen_eval.evaluate_run()
+    with pytest.raises(ValueError, match="got both"):
+        frozen_eval.evaluate_run(run_dir, config=make_tiny_config(), random_init=True)
+    with pytest.raises(ValueError, match="multiple of way=5"):
+        frozen_eval.evaluate_run(run_dir, protocol="trx", queries=3)
+    with pytest.raises(ValueError, match="unknown config argument"):
+        config_files.load_config_file(f"{ROOT}/configs/pretrain.py:bogus=1")
+
+
+def test_class_split_file_overrides_the_data_configs_split(tmp_path):
+    config = make_tiny_config()
+    default = frozen_eval.class_split(config.data)
+    actions = sorted({r.action for r in frozen_eval.records(config.data)} - set(default.novel))
+    f = tmp_path / "split.json"
+    splits.ClassSplit(base=actions[3:], validation=[], novel=actions[:3]).to_file(f)
+    elist = frozen_eval.draw_episode_list(config.data, way=2, num_episodes=20, class_split_file=str(f))
+    assert set().union(*(e.classes for e in elist)) == set(actions[:3])  # the file's novel classes, not the default's
+
+
+def test_periodic_evaluator_groups_and_pooling(random_encoder):
+    config, encoder, params = random_encoder
+    cfg = dict(num_episodes=2, part="novel", modalities="sensors,all", pooling="modality", feature_depth=1,
+               probes=("prototype",), batch_size=16, resize_to=40)
+    got = frozen_eval.PeriodicEvaluator(config, cfg)(params)  # a feature encoder's tree loads like the MAE's
+    assert set(got) == {"fewshot/prototype_accuracy", "fewshot/prototype_ci95", "fewshot/sensors/prototype_accuracy",
+                        "fewshot/sensors/prototype_ci95"}
+    models = frozen_eval.group_encoders(config, "sensors,all", GEOM, params, pooling="modality", feature_depth=1)
+    assert models["all"][0].feature_dim == 5 * 64 and models["sensors"][0].feature_dim == 4 * 64
+    ref = frozen_eval.evaluate_groups(models, config.data, frozen_eval.draw_episode_list(config.data, num_episodes=2),
+                                      probes=("prototype",), batch_size=16, **GEOM)["groups"]
+    assert got["fewshot/sensors/prototype_accuracy"] == ref["sensors"]["prototype"]["accuracy"]
+    assert got["fewshot/prototype_accuracy"] == ref["all"]["prototype"]["accuracy"]

@@ -50,6 +50,11 @@ Command line (records from list files of clip names, e.g. the official testlist0
 
     python -m mumae_jax.data.episodes --records testlist03.txt --split split3 --part novel \\
         --way 5 --shot 1 --protocol official --queries 1 --num-episodes 10000 --seed 0 --out episodes.json
+    python -m mumae_jax.data.episodes --records list.txt --class-split my_split.json --part validation ...
+
+`--class-split FILE` draws from a user's class split (`splits.ClassSplit.from_file`; global ids = its
+`class_to_id`); a class of the drawn part (or of `--classes`) that is not in the file or in none of the
+records is an error naming the file.
 """
 from __future__ import annotations
 
@@ -520,17 +525,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 description="Draw a fixed, seeded one-shot episode list and save it as JSON.")
     p.add_argument("--records", nargs="+", required=True, help="clip list file(s) (e.g. testlist03.txt)")
     p.add_argument("--out", required=True, help="output JSON file")
-    p.add_argument("--split", choices=("split3", "split3_val", "none"), default="split3",
+    p.add_argument("--split", choices=("split3", "split3_val", "none"), default=None,
                    help="class split giving the classes of --part and the global ids (default split3; "
                         "'none' = classes from --classes or the records, ids = sorted index)")
-    p.add_argument("--part", default="novel", help="class part of --split (default novel)")
+    p.add_argument("--class-split", default=None, metavar="FILE",
+                   help="a class split JSON file (splits.ClassSplit.from_file) instead of --split")
+    p.add_argument("--part", choices=splits.CLASS_PARTS, default="novel",
+                   help="class part of the class split (default novel)")
     p.add_argument("--classes", default=None, help="comma-separated class names (overrides --part)")
-    p.add_argument("--way", type=int, default=5)
-    p.add_argument("--shot", type=int, default=1)
-    p.add_argument("--protocol", choices=PROTOCOLS, default="official")
-    p.add_argument("--queries", type=int, default=1)
-    p.add_argument("--num-episodes", type=int, default=10000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--way", type=int, default=5, help="classes per episode")
+    p.add_argument("--shot", type=int, default=1, help="support clips per class")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="official",
+                   help="official: the queries come from one class; trx: from every class")
+    p.add_argument("--queries", type=int, default=1, help="queries per episode (official) or per class (trx)")
+    p.add_argument("--num-episodes", type=int, default=10000, help="episodes to draw")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw")
     p.add_argument("--allow-instance-leak", action="store_true",
                    help="official behaviour: a query may share its sensor recording with a support clip")
     a = p.parse_args(argv)
@@ -541,12 +550,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
 
+def _class_split_file(path: str, records: Sequence[ClipRecord], part: str,
+                      classes: Optional[Sequence[str]]) -> ClassSplit:
+    """The split of a `--class-split` file; its classes that are drawn (`classes`, else those of `part`) must
+    be in the file and in the records (ValueError naming the file)."""
+    cs = ClassSplit.from_file(path)  # its own errors name the file
+    drawn = list(classes) if classes else list(cs.classes(part))
+    outside = [c for c in drawn if c not in cs.class_to_id]
+    if outside:
+        raise ValueError(f"{path}: --classes {outside} are not in this class split")
+    present = {r.action for r in records}
+    unknown = [c for c in drawn if c not in present]
+    if unknown:
+        where = f"part {part!r}" if not classes else "--classes"
+        raise ValueError(f"{path}: classes {unknown} ({where}) are in none of the records; the records have "
+                         f"{len(present)} classes: {', '.join(sorted(present))}")
+    return cs
+
+
 def _run(a: argparse.Namespace) -> int:
     records = [r for path in a.records for r in read_clip_list(path)]
-    split = {"split3": splits.mumae_split3, "split3_val": splits.mumae_split3_with_validation,
-             "none": lambda: None}[a.split]()
-    if a.classes:
-        classes = [c.strip() for c in a.classes.split(",") if c.strip()]
+    classes = [c.strip() for c in a.classes.split(",") if c.strip()] if a.classes else None
+    if a.class_split and a.split:
+        raise ValueError("--split and --class-split both name a class split; give one")
+    if a.class_split:
+        split = _class_split_file(a.class_split, records, a.part, classes)
+    else:
+        split = {"split3": splits.mumae_split3, "split3_val": splits.mumae_split3_with_validation,
+                 "none": lambda: None}[a.split or "split3"]()
+    if classes:
         kw = dict(class_to_id=split.class_to_id) if split is not None else {}
         eps = make_episode_list(records, classes, **kw, way=a.way, shot=a.shot, protocol=a.protocol,
                                 queries=a.queries, num_episodes=a.num_episodes, seed=a.seed,

@@ -8,9 +8,18 @@ Spec §3.2 item 3, §6 item 10. Every token is visible (no masking):
   concat (video, then sensors in `specs` order) [N, 784 + 64, D] -> 12 blocks (drop path, NO final norm)
   -> mean over all tokens -> fresh `fc_norm` LayerNorm -> R [N, D]
 
+The last line is `pooling="mean"` (default; the official fine-tuning feature). `pooling="modality"`
+keeps the modalities apart: the mean over each modality's own tokens, each through its own fresh
+LayerNorm `fc_norm_<name>`, multiplied by 1/sqrt(number of modalities of its kind in `specs`), then
+concatenated in `specs` order -> R [N, n_modalities·D]. With one video and four sensors the video block
+is weighted 1 and each sensor block 1/2, so the video block and the sensor blocks together have the
+same squared norm (each LayerNorm output has squared norm ~D at the fresh init).
+`feature_depth=k` (> 0) takes the tokens after the first k encoder blocks (an earlier layer's feature);
+0 = all `depth` blocks. The later blocks have no parameters here (`load_pretrained` lists them as ignored).
+
 Parameter names equal those of `MultimodalMAE` (`embed_<name>/proj`, `encoder/blockXX/...`), so a
 pretraining checkpoint loads by name (`load_pretrained`). The pretrained final `encoder/norm` is dropped
-(the official fine-tuning model replaces it by Identity under mean pooling); `fc_norm` starts fresh.
+(the official fine-tuning model replaces it by Identity under mean pooling); `fc_norm*` start fresh.
 
 `normalize_video`: the official one-shot code feeds [0, 1] frames to the MAE encoder although it was
 pretrained on ImageNet-normalised frames (spec §5-E). True (default) applies the pretraining
@@ -18,6 +27,7 @@ normalisation (`spec.input_mean/std`) inside the model; False reproduces the off
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
@@ -29,8 +39,14 @@ from mumae_jax.models import layer_stack, mae, modality, posemb, tokenizers, var
 from mumae_jax.models.modality import ModalitySpec
 
 
+POOLINGS = ("mean", "modality")
+
+
 class MAEFeatureEncoder(nn.Module):
-    """{name: video [N, T, H, W, C] | sensor [N, L, C]} -> R [N, width] (see module docstring)."""
+    """{name: video [N, T, H, W, C] | sensor [N, L, C]} -> R (see module docstring).
+
+    R is [N, width] for pooling="mean" and [N, len(specs)·width] for pooling="modality" (`feature_dim`).
+    """
 
     specs: Sequence[ModalitySpec]
     width: int
@@ -42,9 +58,23 @@ class MAEFeatureEncoder(nn.Module):
     dtype: jnp.dtype = jnp.float32
     attention_impl: Optional[str] = None
     layer_norm_eps: float = vit.LN_EPS
+    pooling: str = "mean"
+    feature_depth: int = 0
+
+    @property
+    def feature_dim(self) -> int:
+        return self.width * (len(self.specs) if self.pooling == "modality" else 1)
 
     @nn.compact
     def __call__(self, inputs: Mapping[str, jnp.ndarray], deterministic: bool = True):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; expected one of {', '.join(POOLINGS)}")
+        if not 0 <= self.feature_depth <= self.depth:
+            raise ValueError(f"feature_depth={self.feature_depth} must be in 0..depth={self.depth}")
+        depth = self.feature_depth or self.depth
+        drop_path = self.drop_path  # block i keeps the full-depth model's rate drop_path·i/(depth-1):
+        if depth < self.depth:
+            drop_path = self.drop_path * max(depth - 1, 1) / max(self.depth - 1, 1)
         tokens = []
         for s in self.specs:
             x = inputs[s.name].astype(jnp.float32)
@@ -53,12 +83,20 @@ class MAEFeatureEncoder(nn.Module):
             t = tokenizers.make_embed(s, self.width, self.dtype, name=f"embed_{s.name}")(
                 tokenizers.embed_input(s, x.astype(self.dtype)))
             tokens.append(t + jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype))
-        x = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, self.drop_path, final_norm=False,
+        x = vit.Transformer(depth, self.num_heads, self.mlp_dim, drop_path, final_norm=False,
                             dtype=self.dtype, attention_impl=self.attention_impl, ln_eps=self.layer_norm_eps,
                             name="encoder")(
-            jnp.concatenate(tokens, axis=1), deterministic)
-        x = jnp.mean(x.astype(jnp.float32), axis=1)
-        return nn.LayerNorm(epsilon=vit.LN_EPS, name="fc_norm")(x)
+            jnp.concatenate(tokens, axis=1), deterministic).astype(jnp.float32)
+        if self.pooling == "mean":
+            return nn.LayerNorm(epsilon=vit.LN_EPS, name="fc_norm")(jnp.mean(x, axis=1))
+        per_kind = Counter(s.kind for s in self.specs)
+        blocks, start = [], 0
+        for s in self.specs:
+            pooled = jnp.mean(x[:, start:start + s.num_tokens], axis=1)
+            start += s.num_tokens
+            blocks.append(nn.LayerNorm(epsilon=vit.LN_EPS, name=f"fc_norm_{s.name}")(pooled)
+                          / np.sqrt(per_kind[s.kind]))
+        return jnp.concatenate(blocks, axis=-1)
 
 
 def oneshot_specs(pretrain_config, num_frames: int = 8, image_size: Optional[int] = None,
@@ -86,31 +124,35 @@ def oneshot_specs(pretrain_config, num_frames: int = 8, image_size: Optional[int
 
 
 def from_pretrain_config(pretrain_config, *, drop_path: float = 0.1, normalize_video: bool = True,
-                         dtype=jnp.float32, **geometry) -> MAEFeatureEncoder:
-    """The feature encoder with the pretraining model's sizes; `geometry` goes to `oneshot_specs`."""
+                         dtype=jnp.float32, pooling: str = "mean", feature_depth: int = 0,
+                         **geometry) -> MAEFeatureEncoder:
+    """The feature encoder with the pretraining model's sizes; `geometry` (num_frames, image_size,
+    sensor_length, modalities) goes to `oneshot_specs`; `pooling`, `feature_depth`: module docstring."""
     sizes = variants.resolve(pretrain_config.model)
     return MAEFeatureEncoder(specs=oneshot_specs(pretrain_config, **geometry), width=sizes["width"],
                              depth=sizes["depth"], num_heads=sizes["num_heads"], mlp_dim=sizes["mlp_dim"],
                              drop_path=drop_path, normalize_video=normalize_video, dtype=dtype,
+                             pooling=pooling, feature_depth=feature_depth,
                              layer_norm_eps=mae.layer_norm_eps(pretrain_config.model)["layer_norm_eps"])
 
 
-FRESH = ("fc_norm",)  # parameters that never come from a pretraining checkpoint
+FRESH = ("fc_norm",)  # name prefixes of parameters that never come from a checkpoint (fc_norm, fc_norm_<name>)
 
 
 def load_pretrained(params: Mapping[str, Any], pretrained: Mapping[str, Any]) -> tuple[dict, dict]:
     """Copies every matching parameter of a `MultimodalMAE` tree into a `MAEFeatureEncoder` tree.
 
-    Returns (params, report) with report lists `loaded`, `kept_init` (only `fc_norm/*`) and `ignored`
-    (decoders, mask token, encoder_to_decoder, the final encoder norm, unused modalities). A parameter of
-    the feature encoder that is missing from `pretrained` (other than fc_norm) or has another shape is a
-    ValueError naming it: weights are never silently left random.
+    Returns (params, report) with report lists `loaded`, `kept_init` (only the fresh `fc_norm*/*`) and
+    `ignored` (decoders, mask token, encoder_to_decoder, the final encoder norm, unused modalities, blocks
+    after `feature_depth`). A parameter of the feature encoder that is missing from `pretrained` (other than
+    fc_norm*) or has another shape is a ValueError naming it: weights are never silently left random.
+    `pretrained` may also be another feature encoder's tree (same names).
     """
     dst = traverse_util.flatten_dict(dict(params), sep="/")
     src = traverse_util.flatten_dict(layer_stack.unstack(pretrained), sep="/")  # a scanned run's `layers` too
     out, loaded, kept, problems = {}, [], [], []
     for k, v in dst.items():
-        if k.split("/")[0] in FRESH:
+        if k.split("/")[0].startswith(FRESH):
             out[k] = v
             kept.append(k)
         elif k not in src:
