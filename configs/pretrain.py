@@ -115,14 +115,22 @@ def get_config(arg=None):
     # ---- data ----
     c.input = dict(frame_stride=2, prefetch=2, device_prefetch=2)  # device_prefetch: batches moved to devices ahead
     if arg.data == "synthetic":
-        # framing: 'person' (a person-centred crop of each camera, default) or 'room' (the whole view)
+        # framing: 'person' (a person-centred crop of each camera, default) or 'room' (the whole view);
+        # frame_cache_mb: rendered frames kept in memory (each is rendered once per run, not once per epoch)
         c.data = dict(name="synthetic", split="pretrain_train", num_subjects=8, num_sessions=2,
-                      num_cameras=4, seed=0, framing="person", shuffle=True, repeated_sampling=1)
+                      num_cameras=4, seed=0, framing="person", frame_cache_mb=1024, shuffle=True,
+                      repeated_sampling=1)
     else:
         # dir: the prepare command's --out; the TFDS dataset is built under dir/tfds on first use.
         c.data = dict(name="mmact", split="pretrain_train", dir="", tfds_dir="", split_config="mumae_split3",
                       class_split_file="", shuffle=True, repeated_sampling=1)
     # repeated_sampling=k: k consecutive examples are different samples (start, crop) of one clip.
+    # augmentation of the pretraining input (mumae_jax/data/input_pipeline.py, augment_options):
+    # video_crop 'multiscale' is the official GroupMultiScaleCrop (always on for MMAct; synthetic clips
+    # are rendered as they are with 'none'); sensor_time_crop < 1 keeps a random window of each recording;
+    # sensor_rotation_deg > 0 rotates the axes of rotate_sensors (a device worn at another angle).
+    c.augment = dict(video_crop="none" if arg.data == "synthetic" else "multiscale", sensor_time_crop=1.0,
+                     sensor_rotation_deg=0.0, rotate_sensors=("acc_phone", "acc_watch", "gyro"))
 
     # ---- periodic evaluators (every_steps=0: off; when on, also at the last step) ----
     # fewshot: frozen-encoder few-shot probes on the current params (mumae_jax/frozen_eval.py) over a

@@ -187,7 +187,8 @@ def predict_clip(workdir: str, step: int = -1, example: int = 0, seed: int = 0):
         raise ValueError(f"{workdir} holds encoder parameters only (no decoders): nothing to reconstruct with")
     batches, _ = input_pipeline.build_pretrain_input(
         config.data, frame_stride=config.input.frame_stride, global_batch_size=1, seed=config.seed,
-        process_index=0, process_count=1, start_step=example, **train.input_geometry(model))
+        process_index=0, process_count=1, start_step=example, augment=config.get("augment"),
+        **train.input_geometry(model))
     batch = next(batches)
     batches.close()
     inputs = {s.name: np.asarray(batch[s.name]) for s in model.specs}

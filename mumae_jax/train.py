@@ -205,7 +205,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     batches, _ = input_pipeline.build_pretrain_input(
         config.data, frame_stride=config.input.frame_stride, global_batch_size=config.batch_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-        start_step=start, **geometry)
+        start_step=start, augment=config.get("augment"), **geometry)
     names = [s.name for s in model.specs]
     fewshot = config.get("evals", {}).get("fewshot", None)
     every_eval = int(fewshot.get("every_steps", 0)) if fewshot is not None else 0

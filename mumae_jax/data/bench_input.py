@@ -46,7 +46,7 @@ def measure(config, batches: int, warmup: int) -> dict:
     it, num_examples = input_pipeline.build_pretrain_input(
         config.data, num_frames=frames, frame_stride=config.input.frame_stride, image_size=size,
         sensor_length=sensor_specs[0].input_shape[0] if sensor_specs else 128, sensors=sensors,
-        global_batch_size=config.batch_size, seed=config.seed)
+        global_batch_size=config.batch_size, seed=config.seed, augment=config.get("augment"))
     try:
         for _ in range(warmup):
             next(it)

@@ -102,7 +102,8 @@ def make_dataset(data_cfg: Mapping) -> tuple[synthetic.SyntheticMMAct, list[synt
                                   num_subjects=int(_get(data_cfg, "num_subjects", 8)),
                                   num_sessions=int(_get(data_cfg, "num_sessions", 2)),
                                   num_cameras=int(_get(data_cfg, "num_cameras", 4)),
-                                  framing=str(_get(data_cfg, "framing", "person")))
+                                  framing=str(_get(data_cfg, "framing", "person")),
+                                  frame_cache_mb=int(_get(data_cfg, "frame_cache_mb", 0) or 0))
     split = str(_get(data_cfg, "split", "pretrain_train"))
     clips = split_clips(ds, split)
     if not clips:
@@ -132,18 +133,67 @@ def frame_indices(num_video_frames: int, num_frames: int, stride: int, rng: np.r
     return offset + stride * np.minimum(np.arange(num_frames, dtype=np.int64), last)
 
 
+AUGMENT_DEFAULTS = dict(video_crop="none", sensor_time_crop=1.0, sensor_rotation_deg=0.0,
+                        rotate_sensors=("acc_phone", "acc_watch", "gyro"))
+VIDEO_CROPS = ("none", "multiscale")
+
+
+def augment_options(augment: Any) -> dict:
+    """The pretraining input's augmentation settings (config.augment) with defaults, checked:
+
+    video_crop: 'none' (synthetic: the rendered frame as is) or 'multiscale' (the official
+      GroupMultiScaleCrop; synthetic clips are then rendered at round(image_size·256/224) first);
+    sensor_time_crop in (0, 1]: random window of each recording (`sensor_ops_tf.augment_sensor`);
+    sensor_rotation_deg >= 0: random rotation of the axes of the sensors named in rotate_sensors.
+    """
+    a = {**AUGMENT_DEFAULTS, **({} if augment is None else dict(augment))}
+    unknown = sorted(set(a) - set(AUGMENT_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown augment option(s) {unknown}; known: {sorted(AUGMENT_DEFAULTS)}")
+    if a["video_crop"] not in VIDEO_CROPS:
+        raise ValueError(f"augment.video_crop={a['video_crop']!r}; expected one of {', '.join(VIDEO_CROPS)}")
+    if not 0.0 < float(a["sensor_time_crop"]) <= 1.0:
+        raise ValueError(f"augment.sensor_time_crop={a['sensor_time_crop']} must be in (0, 1]")
+    if float(a["sensor_rotation_deg"]) < 0.0:
+        raise ValueError(f"augment.sensor_rotation_deg={a['sensor_rotation_deg']} must be >= 0")
+    a["rotate_sensors"] = tuple(a["rotate_sensors"])
+    return a
+
+
+def augment_sensors_tf(raw: Mapping[str, Any], example_seed, augment: Mapping, sensor_length: int) -> dict:
+    """{name: raw values [L, 3]} → {name: float32 [sensor_length, 3]}: `augment_sensor` (per-sensor
+    seeds split from example_seed [2]), then the official preprocessing."""
+    from mumae_jax.data import sensor_ops_tf
+
+    names = list(raw)
+    seeds = tf.unstack(tf.random.experimental.stateless_split(example_seed, len(names)))
+    out = {}
+    for name, s in zip(names, seeds):
+        v = sensor_ops_tf.augment_sensor(
+            raw[name], s, time_crop=float(augment["sensor_time_crop"]),
+            rotation_deg=float(augment["sensor_rotation_deg"]) if name in augment["rotate_sensors"] else 0.0)
+        out[name] = tf.ensure_shape(sensor_ops_tf.preprocess_sensor(v, sensor_length), (sensor_length, 3))
+    return out
+
+
+def sensors_augmented(augment: Mapping) -> bool:
+    return float(augment["sensor_time_crop"]) < 1.0 or float(augment["sensor_rotation_deg"]) > 0.0
+
+
 def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_size: int,
                          sensor_length: int, sensors: Sequence[str], global_batch_size: int,
                          seed: int, start_step: int = 0, process_index: int = 0,
-                         process_count: int = 1) -> tuple[Iterator[dict[str, np.ndarray]], int]:
+                         process_count: int = 1, augment: Any = None) -> tuple[Iterator[dict[str, np.ndarray]], int]:
     """Returns (iterator of host-local numpy batches, number of examples in the split).
 
     Batch (B = global_batch_size // process_count):
       'video'  float32 [B, num_frames, image_size, image_size, 3], ImageNet-normalised;
       <sensor> float32 [B, sensor_length, 3] per name in `sensors` (min-max + resampled);
       'label'  int32 [B] (global class id);  'index' int64 [B] (global example index).
-    The stream is infinite; nothing is generated before the first `next()`.
+    The stream is infinite; nothing is generated before the first `next()`. `augment`: config.augment
+    (`augment_options`; None: no augmentation beyond the random frame offset, as before).
     """
+    augment = augment_options(augment)
     if global_batch_size < 1 or process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"bad batch/process geometry: global_batch_size={global_batch_size}, "
                          f"process_index={process_index}, process_count={process_count}")
@@ -160,7 +210,7 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
         return mmact_input.build_mmact_pretrain_input(
             data_cfg, num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
             sensor_length=sensor_length, sensors=sensors, global_batch_size=global_batch_size, seed=seed,
-            start_step=start_step, process_index=process_index, process_count=process_count)
+            start_step=start_step, process_index=process_index, process_count=process_count, augment=augment)
     bad = [s for s in sensors if s not in synthetic.SENSORS]
     if bad:
         raise ValueError(f"unknown sensors {bad}; expected names from {synthetic.SENSORS}")
@@ -172,9 +222,15 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
     B = global_batch_size // process_count
     G = global_batch_size
 
+    raw_sensors = sensors_augmented(augment)  # augmented: raw recordings into the graph, processed there
+    crop = augment["video_crop"] == "multiscale"
+    render_size = round(image_size * 256 / 224) if crop else image_size
+
     @functools.lru_cache(maxsize=None)
     def instance_sensors(instance):  # one recording serves all cameras: compute it once per build
         rec = dataset.sensors(instance)
+        if raw_sensors:
+            return tuple(rec[s][1] for s in sensors)
         return tuple(sensor_ops.preprocess_sensor(rec[s][1], sensor_length) for s in sensors)
 
     def make_example(i):
@@ -182,12 +238,13 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
         clip = clips[example_clip_index(i // repeats, n_clips, seed, shuffle)]
         rng = np.random.default_rng([seed, i, 0xF4A3])
         idx = frame_indices(dataset.num_frames(clip), num_frames, frame_stride, rng)
-        frames = dataset.render(clip, idx, (image_size, image_size))  # uint8; normalised in the graph
+        frames = dataset.render(clip, idx, (render_size, render_size))  # uint8; normalised in the graph
         return (frames,) + instance_sensors(clip.instance) + (np.int32(clip.label), np.int64(i))
 
     keys = ("video",) + sensors + ("label", "index")
     tout = [tf.uint8] + [tf.float32] * len(sensors) + [tf.int32, tf.int64]
-    shapes = ([(num_frames, image_size, image_size, 3)] + [(sensor_length, 3)] * len(sensors) + [(), ()])
+    shapes = ([(num_frames, render_size, render_size, 3)]
+              + [(None, 3) if raw_sensors else (sensor_length, 3)] * len(sensors) + [(), ()])
     mean, std = tf.constant(_MEAN), tf.constant(_STD)
 
     def to_example(k):
@@ -195,6 +252,14 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
         i = step * G + process_index * B + k % B
         values = tf.numpy_function(make_example, [i], tout, stateful=False)
         ex = {key: tf.ensure_shape(v, s) for key, v, s in zip(keys, values, shapes)}
+        _, crop_seed, sensor_seed = tf.unstack(tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(seed, tf.int64), i]), 3))
+        if crop:
+            from mumae_jax.data import video_ops
+
+            ex["video"], _ = video_ops.multiscale_crop(ex["video"], crop_seed, output_size=image_size)
+        if raw_sensors:
+            ex.update(augment_sensors_tf({s: ex[s] for s in sensors}, sensor_seed, augment, sensor_length))
         ex["video"] = (tf.cast(ex["video"], tf.float32) * (1.0 / 255.0) - mean) / std
         return ex
 

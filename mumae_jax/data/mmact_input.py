@@ -55,9 +55,18 @@ def open_split(data_cfg, sensors: Sequence[str]):
 
 def build_mmact_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_size: int,
                                sensor_length: int, sensors: Sequence[str], global_batch_size: int, seed: int,
-                               start_step: int = 0, process_index: int = 0, process_count: int = 1):
-    """Same contract as `input_pipeline.build_pretrain_input` (returns (batch iterator, num examples))."""
+                               start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                               augment=None):
+    """Same contract as `input_pipeline.build_pretrain_input` (returns (batch iterator, num examples)).
+
+    The video always gets the official multi-scale crop (augment.video_crop='none' is refused)."""
     from mumae_jax.data import input_pipeline  # shared index logic and iterator type
+
+    augment = input_pipeline.augment_options({"video_crop": "multiscale"} if augment is None else augment)
+    if augment["video_crop"] != "multiscale":
+        raise ValueError("prepared MMAct's pretraining input always uses the official multi-scale crop: "
+                         "set augment.video_crop='multiscale' (configs/pretrain.py does for data=mmact)")
+    raw_sensors = input_pipeline.sensors_augmented(augment)
 
     sensors = tuple(sensors)
     source, features = open_split(data_cfg, sensors)
@@ -82,9 +91,14 @@ def build_mmact_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, 
         frames, _ = video_ops.multiscale_crop(frames, crop_seed, output_size=image_size)
         out = {"video": tf.ensure_shape(video_ops.imagenet_normalize(frames),
                                         (num_frames, image_size, image_size, 3))}
+        if raw_sensors:
+            out.update(input_pipeline.augment_sensors_tf({s: ex["sensors"][s]["values"] for s in sensors},
+                                                         tf.random.experimental.stateless_split(crop_seed, 1)[0],
+                                                         augment, sensor_length))
         for s in sensors:
-            out[s] = tf.ensure_shape(sensor_ops_tf.preprocess_sensor(ex["sensors"][s]["values"], sensor_length),
-                                     (sensor_length, 3))
+            if not raw_sensors:
+                out[s] = tf.ensure_shape(sensor_ops_tf.preprocess_sensor(ex["sensors"][s]["values"], sensor_length),
+                                         (sensor_length, 3))
         out["label"] = tf.cast(ex["label"], tf.int32)
         out["index"] = i
         return out

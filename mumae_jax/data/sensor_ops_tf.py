@@ -89,3 +89,39 @@ def resample(values, n: int = DEFAULT_LENGTH) -> tf.Tensor:
 def preprocess_sensor(values, n: int = DEFAULT_LENGTH) -> tf.Tensor:
     """values [L, C] → float32 [n, C]: `minmax_normalize` then `resample` (the official 2 steps)."""
     return resample(minmax_normalize(values), n)
+
+
+def random_rotation(seed, max_deg: float) -> tf.Tensor:
+    """A random 3×3 rotation (float32): a uniformly random axis, an angle uniform in [-max_deg, max_deg]
+    degrees (Rodrigues' formula). `seed`: int [2] (stateless)."""
+    s1, s2 = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+    axis = tf.random.stateless_normal([3], seed=s1)
+    axis = axis / tf.maximum(tf.norm(axis), 1e-6)
+    angle = tf.random.stateless_uniform([], seed=s2, minval=-1.0, maxval=1.0) * (max_deg * 3.141592653589793 / 180.0)
+    x, y, z = tf.unstack(axis)
+    k = tf.stack([tf.stack([0.0, -z, y]), tf.stack([z, 0.0, -x]), tf.stack([-y, x, 0.0])])
+    return tf.eye(3) + tf.sin(angle) * k + (1.0 - tf.cos(angle)) * (k @ k)
+
+
+def augment_sensor(values, seed, *, time_crop: float = 1.0, rotation_deg: float = 0.0) -> tf.Tensor:
+    """Training-time augmentation of one raw recording values [L, 3] → [L', 3] float64, applied before
+    `preprocess_sensor` (min-max normalisation would undo any scaling or offset, so there is none):
+
+    - time_crop < 1: keep a random contiguous window of round(f·L) samples, f uniform in [time_crop, 1]
+      (at least 2 samples): the resampling then stretches it to the full length, so the motion appears
+      at another speed and phase;
+    - rotation_deg > 0: rotate the three axes by `random_rotation(max_deg=rotation_deg)`, a device worn or
+      held at another angle (meaningful for vector sensors: accelerometers, gyroscopes).
+    `seed`: int [2] (stateless); the result is a pure function of (values, seed).
+    """
+    v = _checked_values(values)
+    s_len, s_off, s_rot = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3))
+    if time_crop < 1.0:
+        n = tf.shape(v)[0]
+        frac = tf.random.stateless_uniform([], seed=s_len, minval=time_crop, maxval=1.0)
+        keep = tf.clip_by_value(tf.cast(tf.round(frac * tf.cast(n, tf.float32)), tf.int32), tf.minimum(2, n), n)
+        start = tf.random.stateless_uniform([], seed=s_off, minval=0, maxval=n - keep + 1, dtype=tf.int32)
+        v = v[start:start + keep]
+    if rotation_deg > 0.0:
+        v = v @ tf.transpose(tf.cast(random_rotation(s_rot, rotation_deg), tf.float64))
+    return v

@@ -11,8 +11,10 @@ x = W/2 + f·(u - u0), y = H/2 - f·(v - v0), f = H / (2·half).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import threading
 
 import numpy as np
 
@@ -22,6 +24,53 @@ _J = {name: i for i, name in enumerate(JOINTS)}
 ROOM_HALF = 7.5  # the room spans [-ROOM_HALF, ROOM_HALF]² (m), floor at z = 0
 ROOM_HEIGHT = 4.5
 AXIS_AZ = (0.0, 0.5 * np.pi, np.pi, 1.5 * np.pi)  # azimuths of the walls x=+R, y=+R, x=-R, y=-R
+
+
+class ByteLRU:
+    """A thread-safe least-recently-used cache of numpy arrays (or tuples of them) holding at most
+    `max_bytes`; 0 disables it. `get(key, make)` returns the cached value or stores `make()`."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(value) -> int:
+        return sum(v.nbytes for v in value) if isinstance(value, tuple) else value.nbytes
+
+    def lookup(self, key):
+        """The cached value, or None."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, value):
+        """Stores value (evicting the least recently used ones) and returns the cached value of key."""
+        if self.max_bytes <= 0:
+            return value
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = value
+                self._bytes += self._size(value)
+                while self._bytes > self.max_bytes and len(self._items) > 1:
+                    self._bytes -= self._size(self._items.popitem(last=False)[1])
+            return self._items[key]
+
+    def get(self, key, make):
+        value = self.lookup(key) if self.max_bytes > 0 else None
+        return self.put(key, make()) if value is None else value
+        value = make()
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = value
+                self._bytes += self._size(value)
+                while self._bytes > self.max_bytes and len(self._items) > 1:
+                    self._bytes -= self._size(self._items.popitem(last=False)[1])
+            return self._items[key]
 
 
 @dataclasses.dataclass(frozen=True)
