@@ -84,7 +84,7 @@ def get_config(arg=None):
     # ---- data ----
     if arg.data == "synthetic":
         c.data = dict(name="synthetic", num_subjects=8, num_sessions=2, num_cameras=4, seed=0, framing="person",
-                      frame_cache_mb=1024)
+                      frame_cache_mb=2048)
     else:
         c.data = dict(name="mmact", dir="", tfds_dir="", split_config="mumae_split3", class_split_file="")
     c.class_split = dict(num_val=5, seed=0)  # validation classes moved out of the 23 base classes

@@ -118,7 +118,7 @@ def get_config(arg=None):
         # framing: 'person' (a person-centred crop of each camera, default) or 'room' (the whole view);
         # frame_cache_mb: rendered frames kept in memory (each is rendered once per run, not once per epoch)
         c.data = dict(name="synthetic", split="pretrain_train", num_subjects=8, num_sessions=2,
-                      num_cameras=4, seed=0, framing="person", frame_cache_mb=1024, shuffle=True,
+                      num_cameras=4, seed=0, framing="person", frame_cache_mb=2048, shuffle=True,
                       repeated_sampling=1)
     else:
         # dir: the prepare command's --out; the TFDS dataset is built under dir/tfds on first use.

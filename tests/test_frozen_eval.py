@@ -144,6 +144,26 @@ def test_modality_pooling_matches_a_numpy_reference(random_encoder):
     assert not np.allclose(got, swapped, rtol=1e-2, atol=1e-3)  # the spec order matters
 
 
+def test_tokens_pooling_keeps_the_layout(random_encoder):
+    _, encoder, params = random_encoder
+    enc = encoder.clone(pooling="tokens")
+    new, report = mae_features.load_pretrained(frozen_eval.init_params(enc), params)
+    assert report["kept_init"] == []  # no parameters of its own
+    x = _inputs(enc)
+    got = np.asarray(enc.apply({"params": new}, x))
+    tokens, start, blocks = _tokens(enc, new, x), 0, []
+    assert got.shape == (3, tokens.shape[1] * 64) and enc.feature_dim == got.shape[1]
+    for s in enc.specs:
+        flat = tokens[:, start:start + s.num_tokens].reshape(3, -1)
+        start += s.num_tokens
+        per_kind = 1 if s.kind == "video" else 4
+        blocks.append(flat / np.linalg.norm(flat, axis=1, keepdims=True) * np.sqrt(64 / per_kind))
+    np.testing.assert_allclose(got, np.concatenate(blocks, -1), rtol=1e-4, atol=1e-5)
+    # negative control: the layout matters (tokens of the video block in another order differ)
+    v = blocks[0].reshape(3, -1, 64)
+    assert not np.allclose(got[:, :blocks[0].shape[1]], v[:, ::-1].reshape(3, -1), atol=1e-3)
+
+
 def test_feature_depth_is_the_output_of_the_first_blocks(random_encoder):
     _, encoder, params = random_encoder
     enc = encoder.clone(feature_depth=1)

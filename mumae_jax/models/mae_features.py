@@ -14,6 +14,11 @@ LayerNorm `fc_norm_<name>`, multiplied by 1/sqrt(number of modalities of its kin
 concatenated in `specs` order -> R [N, n_modalities·D]. With one video and four sensors the video block
 is weighted 1 and each sensor block 1/2, so the video block and the sensor blocks together have the
 same squared norm (each LayerNorm output has squared norm ~D at the fresh init).
+`pooling="tokens"` keeps the spatial and temporal layout instead of averaging it away: each modality's
+output tokens flattened, scaled to L2 norm sqrt(D / number of modalities of its kind) (the block weights
+of "modality") -> R [N, Σ num_tokens · D]. (Standardising each token instead would blow the near-constant
+background tokens' noise up to the scale of the person's tokens.) A mean over tokens keeps where the person's limbs are only as far as the
+position embedding survives the encoder; the token layout keeps it as raw pixels do.
 `feature_depth=k` (> 0) takes the tokens after the first k encoder blocks (an earlier layer's feature);
 0 = all `depth` blocks. The later blocks have no parameters here (`load_pretrained` lists them as ignored).
 
@@ -39,7 +44,7 @@ from mumae_jax.models import layer_stack, mae, modality, posemb, tokenizers, var
 from mumae_jax.models.modality import ModalitySpec
 
 
-POOLINGS = ("mean", "modality")
+POOLINGS = ("mean", "modality", "tokens")
 
 
 class MAEFeatureEncoder(nn.Module):
@@ -63,6 +68,8 @@ class MAEFeatureEncoder(nn.Module):
 
     @property
     def feature_dim(self) -> int:
+        if self.pooling == "tokens":
+            return self.width * sum(s.num_tokens for s in self.specs)
         return self.width * (len(self.specs) if self.pooling == "modality" else 1)
 
     @nn.compact
@@ -92,9 +99,14 @@ class MAEFeatureEncoder(nn.Module):
         per_kind = Counter(s.kind for s in self.specs)
         blocks, start = [], 0
         for s in self.specs:
-            pooled = jnp.mean(x[:, start:start + s.num_tokens], axis=1)
+            tokens = x[:, start:start + s.num_tokens]
             start += s.num_tokens
-            blocks.append(nn.LayerNorm(epsilon=vit.LN_EPS, name=f"fc_norm_{s.name}")(pooled)
+            if self.pooling == "tokens":  # keep the layout: the block flattened, scaled to unit L2 norm
+                flat = tokens.reshape(tokens.shape[0], -1)
+                flat = flat / jnp.maximum(jnp.linalg.norm(flat, axis=-1, keepdims=True), 1e-6)
+                blocks.append(flat * np.sqrt(self.width / per_kind[s.kind]))
+                continue
+            blocks.append(nn.LayerNorm(epsilon=vit.LN_EPS, name=f"fc_norm_{s.name}")(jnp.mean(tokens, axis=1))
                           / np.sqrt(per_kind[s.kind]))
         return jnp.concatenate(blocks, axis=-1)
 
