@@ -108,9 +108,25 @@ def test_pretrains_on_prepared_data(prepared, tiny_config, tmp_path):
     from configs import pretrain
 
     c = pretrain.get_config("runlocal,data=mmact")
-    tiny_config.data = c.data
+    tiny_config.data, tiny_config.augment = c.data, c.augment  # MMAct: the official multi-scale crop
     tiny_config.data.dir = prepared
     tiny_config.total_steps = 2
     out = train.train_and_evaluate(tiny_config, str(tmp_path / "run"))
     assert out["step"] == 2 and len(out["history"]) == 2
     assert all(np.isfinite(r["loss"]) for r in out["history"])
+
+
+def test_augmentation_on_prepared_data(prepared):
+    with pytest.raises(ValueError, match="multi-scale crop"):
+        _build(prepared, augment=dict(video_crop="none"))
+    plain, _ = _build(prepared)
+    aug, _ = _build(prepared, augment=dict(video_crop="multiscale", sensor_time_crop=0.6, sensor_rotation_deg=40.0))
+    try:
+        a, b = next(plain), next(aug)
+    finally:
+        plain.close()
+        aug.close()
+    np.testing.assert_array_equal(a["video"], b["video"])  # same clip and crop: only the sensors change
+    np.testing.assert_array_equal(a["label"], b["label"])
+    for s in SENSORS:
+        assert b[s].shape == a[s].shape and np.isfinite(b[s]).all() and not np.allclose(a[s], b[s]), s

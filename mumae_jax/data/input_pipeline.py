@@ -191,9 +191,9 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
       <sensor> float32 [B, sensor_length, 3] per name in `sensors` (min-max + resampled);
       'label'  int32 [B] (global class id);  'index' int64 [B] (global example index).
     The stream is infinite; nothing is generated before the first `next()`. `augment`: config.augment
-    (`augment_options`; None: no augmentation beyond the random frame offset, as before).
+    (`augment_options`; None: no augmentation beyond the random frame offset, as before; prepared MMAct
+    always has the official multi-scale crop).
     """
-    augment = augment_options(augment)
     if global_batch_size < 1 or process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"bad batch/process geometry: global_batch_size={global_batch_size}, "
                          f"process_index={process_index}, process_count={process_count}")
@@ -211,6 +211,7 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
             data_cfg, num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
             sensor_length=sensor_length, sensors=sensors, global_batch_size=global_batch_size, seed=seed,
             start_step=start_step, process_index=process_index, process_count=process_count, augment=augment)
+    augment = augment_options(augment)
     bad = [s for s in sensors if s not in synthetic.SENSORS]
     if bad:
         raise ValueError(f"unknown sensors {bad}; expected names from {synthetic.SENSORS}")
