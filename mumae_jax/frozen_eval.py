@@ -9,7 +9,7 @@ clips, each fed only its group's modalities: `all` (every modality of the pretra
 `sensors`, a modality name, or names joined by `+` (`acc_watch+gyro`). They share the weights (of the
 checkpoint, or of ONE random init); only the fresh `fc_norm*` are per encoder. The feature itself:
 `pooling` ('mean': the official mean over all tokens, [n, D]; 'modality': one block per modality,
-[n, n_modalities·D]) and `feature_depth` (0: every block; k: the output of the first k blocks), see
+[n, n_modalities·D]; 'tokens': each modality's token layout, [n, Σ tokens·D]) and `feature_depth` (0: every block; k: the output of the first k blocks), see
 `mae_features`.
 
 Geometry (`default_geometry`): seq_len frames (default: the pretraining num_frames; a multiple of the

@@ -299,3 +299,37 @@ def test_resample_rejects_empty():
         sensor_ops.resample_indices(0)
     with pytest.raises(ValueError):
         sensor_ops.resample_indices(10, 0)
+
+
+def test_frame_cache_returns_the_rendered_frames_and_stays_within_its_budget():
+    from mumae_jax.data import synthetic_render
+
+    plain = SyntheticMMAct(seed=0, num_subjects=1, num_sessions=1, num_cameras=1)
+    cached = SyntheticMMAct(seed=0, num_subjects=1, num_sessions=1, num_cameras=1, frame_cache_mb=1)
+    c = plain.clips()[3]
+    np.testing.assert_array_equal(cached.render(c, [4, 1], 24), plain.render(c, [4, 1], 24))
+    np.testing.assert_array_equal(cached.render(c, [1, 2, 4, 1], 24), plain.render(c, [1, 2, 4, 1], 24))
+    lru = synthetic_render.ByteLRU(100)
+    for k in range(5):
+        lru.put(k, np.zeros(40, np.uint8))  # 40 bytes each: at most 2 fit
+    assert lru.lookup(0) is None and lru.lookup(4) is not None and lru._bytes <= 100
+    assert synthetic_render.ByteLRU(0).get("k", lambda: np.ones(3)).sum() == 3  # disabled: computed each time
+
+
+def test_person_framing_fills_the_frame_and_room_framing_is_the_old_view():
+    person = SyntheticMMAct(seed=0, num_subjects=1, num_sessions=1, num_cameras=1)
+    room = SyntheticMMAct(seed=0, num_subjects=1, num_sessions=1, num_cameras=1, framing="room",
+                          scene_contrast=1.0, clothing_variety=1.0)
+    c = first_clip(person, "standing")
+    assert room.view(c).half == pytest.approx(room._camera(c.scene, c.camera).tan_half_vfov)
+    assert person.view(c).half < 0.75 * room.view(c).half  # a crop of the camera's field
+
+    def figure_rows(ds):
+        f = ds.render(c, [0], 64)[0].astype(int)
+        bare = ds.render(c, [0], 64, draw_figure=False)[0].astype(int)
+        rows = np.flatnonzero((np.abs(f - bare).max(-1) > 20).any(1))
+        return rows.max() - rows.min() + 1
+
+    assert figure_rows(person) > 40 and figure_rows(room) < 33  # 45 px tall vs 31 px
+    with pytest.raises(ValueError, match="framing"):
+        SyntheticMMAct(framing="close")

@@ -63,14 +63,6 @@ class ByteLRU:
     def get(self, key, make):
         value = self.lookup(key) if self.max_bytes > 0 else None
         return self.put(key, make()) if value is None else value
-        value = make()
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = value
-                self._bytes += self._size(value)
-                while self._bytes > self.max_bytes and len(self._items) > 1:
-                    self._bytes -= self._size(self._items.popitem(last=False)[1])
-            return self._items[key]
 
 
 @dataclasses.dataclass(frozen=True)
