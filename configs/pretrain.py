@@ -18,9 +18,10 @@ Arguments (`--config=configs/pretrain.py:variant=S,runlocal`):
 
 Commands and what to expect:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/mumae_local
-    2-core CPU: ~3 min (166 s on 2026-11-24; ~55 clips/s after compilation). The logged loss
-    (video + 0.5·Σ sensors, mean of 10 steps) falls from ~4.7 at step 10 to ~2.74 at step 300 (video
-    ~0.85, sensors ~0.93-0.95); predicting the token mean scores ~2.91. Checkpoints at steps 200 and
+    2-core CPU: ~4 min (244 s on 2026-12-06, probes included). The logged loss (video + 0.5·Σ sensors,
+    mean of 10 steps) falls from ~4.7 at step 10 to ~2.85 at step 300 (video ~0.96; a prediction of each
+    patch's mean scores ~1.0). 300 steps are a demo: the sensor features transfer clearly after 2,000-3,000 on these
+    data (docs/transfer.md). Checkpoints at steps 200 and
     300, metrics.jsonl, tensorboard/. Frozen-encoder few-shot probes on 200 validation episodes at
     steps 100, 200, 300 (`fewshot/*` metrics, ~15-20 s each; `--config.evals.fewshot.every_steps=0`
     turns them off).
