@@ -14,8 +14,8 @@ and scores them with the frozen-feature probes (`fewshot_probes`: nearest protot
 episodes processed in chunks so that raw pixels fit in memory. Accuracy ± 95 % CI over all queries.
 
     python -m mumae_jax.anchors --config configs/pretrain.py:runlocal [--config.x=y ...] [--episodes F |
-        --part novel --num_episodes 2000 --queries 5 --protocol trx] [--modalities video,sensors,all]
-        [--probes prototype,ridge] [--out anchors.json]
+        --part novel --num_episodes 2000 --queries 5 --protocol trx [--save_episodes novel2000.json]]
+        [--modalities video,sensors,all] [--probes prototype,ridge] [--out anchors.json]
 
 The geometry defaults to the pretraining config's (as `frozen_eval.default_geometry`), so an anchor row
 and a frozen-encoder row of the same config and episode list are directly comparable.
@@ -158,6 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", default=",".join(DEFAULT_PROBES), help="probes (default: %(default)s)")
     p.add_argument("--seq_len", type=int, default=0, help="frames per clip (0: the config's)")
     p.add_argument("--image_size", type=int, default=0, help="frame size (0: the config's)")
+    p.add_argument("--save_episodes", default="",
+                   help="write the drawn episode list here, to evaluate encoders on the same episodes")
     p.add_argument("--out", default="", help="write the results as JSON here")
     return p
 
@@ -173,6 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         elist = frozen_eval.draw_episode_list(data_cfg, part=a.part, way=a.way, shot=a.shot, protocol=a.protocol,
                                               queries=a.queries, num_episodes=a.num_episodes, seed=a.episode_seed)
+        if a.save_episodes:
+            E.save_episode_list(a.save_episodes, elist)
     res = evaluate_anchors(config, elist, groups=groups, probes=probes,
                            split=frozen_eval.PART_TO_TFDS_SPLIT[a.part], seq_len=a.seq_len,
                            image_size=a.image_size)

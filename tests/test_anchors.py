@@ -80,5 +80,13 @@ def test_command_prints_a_row_per_group(tmp_path, capsys):
     import json
     res = json.loads(out.read_text())
     assert res["num_queries"] == 4 and res["geometry"]["image_size"] == 16
+    # drawn (and saved) list, config overrides: 3 episodes x 5 queries
+    saved = tmp_path / "drawn.json"
+    assert anchors.main([f"--config={ROOT}/configs/pretrain.py:runlocal", "--config.data.num_subjects=2",
+                         "--config.data.num_sessions=1", "--num_episodes=3", "--queries=5", "--protocol=trx",
+                         "--seq_len=2", "--image_size=16", "--modalities=sensors", f"--save_episodes={saved}"]) == 0
+    drawn = E.load_episode_list(str(saved))
+    assert len(drawn) == 3 and all(len(e.query) == 5 for e in drawn)
+    assert "15 queries" in capsys.readouterr().out
     with pytest.raises(ValueError, match="nope.py"):
         anchors.main(["--config=nope.py", f"--episodes={lst}"])
