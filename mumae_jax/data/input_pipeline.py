@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from mumae_jax.data import sensor_ops, synthetic
+from mumae_jax.data import sensor_ops, sensor_ops_tf, synthetic, video_ops
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -256,8 +256,6 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
         _, crop_seed, sensor_seed = tf.unstack(tf.random.experimental.stateless_split(
             tf.stack([tf.constant(seed, tf.int64), i]), 3))
         if crop:
-            from mumae_jax.data import video_ops
-
             ex["video"], _ = video_ops.multiscale_crop(ex["video"], crop_seed, output_size=image_size)
         if raw_sensors:
             ex.update(augment_sensors_tf({s: ex[s] for s in sensors}, sensor_seed, augment, sensor_length))
