@@ -84,27 +84,8 @@ def group_features(raw: Mapping[str, np.ndarray], group: str) -> np.ndarray:
 def evaluate_features(feats: np.ndarray, clip_names: Sequence[str], episode_list: Sequence[E.Episode], *,
                       probes: Sequence[str] = DEFAULT_PROBES, chunk: int = 100) -> dict[str, dict]:
     """Probe accuracy of per-clip features [len(clip_names), D] on `episode_list`, `chunk` episodes at a
-    time. Returns {probe: {"accuracy", "ci95", "num_queries"}}."""
-    pos = {n: i for i, n in enumerate(clip_names)}
-    ways = {e.way for e in episode_list}
-    if len(ways) != 1:
-        raise ValueError("all episodes of a list must have the same way")
-    way = ways.pop()
-    hits: dict[str, list] = {p: [] for p in probes}
-    for start in range(0, len(episode_list), chunk):
-        part = episode_list[start:start + chunk]
-        sup = feats[np.asarray([[pos[c] for c in e.support] for e in part])]
-        qry = feats[np.asarray([[pos[c] for c in e.query] for e in part])]
-        res = fewshot_probes.evaluate(sup, np.asarray([e.support_labels for e in part], np.int32), qry,
-                                      np.asarray([e.query_labels for e in part], np.int32), way, probes=probes)
-        for p in probes:
-            hits[p].append(res[p]["hits"].reshape(-1))
-    out = {}
-    for p in probes:
-        h = np.concatenate(hits[p])
-        acc, ci = E.accuracy_with_ci(h)
-        out[p] = {"accuracy": acc, "ci95": ci, "num_queries": int(h.size)}
-    return out
+    time (`fewshot_probes.evaluate_on_episodes`). Returns {probe: {"accuracy", "ci95", "num_queries"}}."""
+    return fewshot_probes.evaluate_on_episodes(feats, clip_names, episode_list, probes=tuple(probes), chunk=chunk)
 
 
 def evaluate_anchors(pretrain_config, episode_list: Sequence[E.Episode], *, groups: Sequence[str] = GROUPS,

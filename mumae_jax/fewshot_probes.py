@@ -50,7 +50,7 @@ from mumae_jax.data.episodes import accuracy_with_ci
 
 __all__ = [
     "NORMALIZE_MODES", "PROBES", "preprocess", "nearest_prototype", "knn", "ridge_scores", "ridge",
-    "linear_probe", "evaluate", "format_table",
+    "linear_probe", "evaluate", "evaluate_on_episodes", "format_table",
 ]
 
 NORMALIZE_MODES = ("l2", "center_l2", "none")
@@ -288,6 +288,36 @@ def evaluate(support, support_labels, query, query_labels, way: int,
         acc, ci = accuracy_with_ci(hits.reshape(-1))
         results[name] = {"accuracy": acc, "ci95": ci, "num_queries": int(hits.size), "hits": hits}
     return results
+
+
+def evaluate_on_episodes(features, clip_names: Sequence[str], episode_list: Sequence[Any],
+                         probes: Sequence[str] = ("prototype", "ridge"), chunk: int = 0,
+                         **options: Any) -> dict[str, dict]:
+    """`evaluate` of per-clip features [len(clip_names), D] on a list of `episodes.Episode`s (same way,
+    shot and query count), `chunk` episodes at a time (0: all at once; raw pixels need chunks to fit in
+    memory). Returns {probe: {"accuracy": %, "ci95": pp, "num_queries": E·Q}} over all queries."""
+    ways = {len(e.classes) for e in episode_list}
+    if len(ways) != 1 or len({(len(e.support), len(e.query)) for e in episode_list}) != 1:
+        raise ValueError("all episodes of a list must have the same way, shot and query count")
+    pos = {n: i for i, n in enumerate(clip_names)}
+    feats = np.asarray(features)
+    step = chunk if chunk > 0 else max(len(episode_list), 1)
+    hits: dict[str, list] = {p: [] for p in probes}
+    for start in range(0, len(episode_list), step):
+        part = episode_list[start:start + step]
+        res = evaluate(feats[np.asarray([[pos[c] for c in e.support] for e in part])],
+                       np.asarray([e.support_labels for e in part], np.int32),
+                       feats[np.asarray([[pos[c] for c in e.query] for e in part])],
+                       np.asarray([e.query_labels for e in part], np.int32), next(iter(ways)), probes=probes,
+                       **options)
+        for p in probes:
+            hits[p].append(res[p]["hits"].reshape(-1))
+    out = {}
+    for p in probes:
+        h = np.concatenate(hits[p])
+        acc, ci = accuracy_with_ci(h)
+        out[p] = {"accuracy": acc, "ci95": ci, "num_queries": int(h.size)}
+    return out
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:

@@ -265,22 +265,14 @@ def evaluate_groups(models: Mapping[str, tuple], data_cfg, episode_list: Sequenc
     t0 = time.perf_counter()
     if not episode_list:
         raise ValueError("the episode list is empty")
-    ways = {len(e.classes) for e in episode_list}
-    if len(ways) != 1 or len({(len(e.support), len(e.query)) for e in episode_list}) != 1:
+    if len({(len(e.classes), len(e.support), len(e.query)) for e in episode_list}) != 1:
         raise ValueError("all episodes of a list must have the same way, shot and query count")
     names = sorted({c for e in episode_list for c in (*e.support, *e.query)})
     feats = extract_group_features(models, data_cfg, names, **feature_kw)
-    pos = {n: i for i, n in enumerate(names)}
-    sup = np.asarray([[pos[c] for c in e.support] for e in episode_list])
-    qry = np.asarray([[pos[c] for c in e.query] for e in episode_list])
-    sup_labels = np.asarray([e.support_labels for e in episode_list], np.int32)
-    qry_labels = np.asarray([e.query_labels for e in episode_list], np.int32)
-    groups = {}
-    for g, f in feats.items():
-        res = fewshot_probes.evaluate(f[sup], sup_labels, f[qry], qry_labels, next(iter(ways)), probes=probes,
-                                      **dict(probe_options or {}))
-        groups[g] = {p: {k: r[k] for k in ("accuracy", "ci95", "num_queries")} for p, r in res.items()}
-    return {"groups": groups, "num_clips": len(names), "num_queries": int(qry.size),
+    groups = {g: fewshot_probes.evaluate_on_episodes(f, names, episode_list, probes=tuple(probes),
+                                                     **dict(probe_options or {}))
+              for g, f in feats.items()}
+    return {"groups": groups, "num_clips": len(names), "num_queries": sum(len(e.query) for e in episode_list),
             "seconds": time.perf_counter() - t0}
 
 
