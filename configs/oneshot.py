@@ -57,7 +57,9 @@ def get_config(arg=None):
     c.model = dict(mae_drop_path=0.1, video_drop_path=0.1, video_variant="", sensor_layout="transpose",
                    sensor_dim=64, fused_dim=768, channels=192, heads=4, scale_cls=7.0, alpha=1.0,
                    temperature=0.025, cam_hidden=6, normalize_video=True, loss_weight=0.5,
-                   num_classes=33)
+                   num_classes=33, fusion="mae_query")
+    # fusion: 'mae_query' (Mu-MAE: the MAE representation queries a cross-attention across the episode) or
+    # 'concat' (plain gated concatenation of each clip's features and the MAE representation; ablation)
     c.sensors = SENSORS
 
     # ---- episodes ----
@@ -66,6 +68,10 @@ def get_config(arg=None):
 
     # ---- optimisation (spec §3.4) ----
     c.lr = 0.01
+    c.optimizer = "sgd"  # official: plain SGD; 'adam' (optax.adam, same lr field)
+    # freeze: submodules held fixed (fnmatch patterns over mae, video, cnn_<sensor>, fusion, classifier),
+    # e.g. ('mae', 'video'): no gradient and no update for them; () trains everything (official)
+    c.freeze = ()
     c.tasks_per_batch = 32
     c.task_chunks = 1  # >1: lax.scan over chunks of tasks (same result, less activation memory)
     c.total_tasks = 256020

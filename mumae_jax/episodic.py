@@ -16,7 +16,8 @@ State: {'step', 'params', 'batch_stats', 'opt_state', 'nonfinite_step'} (as in p
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import fnmatch
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +54,33 @@ def fold_batch_stats(old: Mapping[str, Any], per_task: Mapping[str, Any], moment
         weights = a ** jnp.arange(t - 1, -1, -1, dtype=jnp.float32)
         out[key] = a ** t * value + jnp.tensordot(weights, d, axes=1)
     return traverse_util.unflatten_dict(out, sep="/")
+
+
+OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}  # the official stage: plain SGD, no momentum
+
+
+def frozen_names(params: Mapping[str, Any], freeze: Sequence[str]) -> frozenset:
+    """Top-level submodules of `params` matched by the `freeze` patterns (fnmatch: 'mae', 'video', 'cnn_*');
+    ValueError for a pattern that matches nothing."""
+    names = set()
+    for pattern in freeze:
+        hit = {k for k in params if fnmatch.fnmatchcase(k, pattern)}
+        if not hit:
+            raise ValueError(f"freeze pattern {pattern!r} matches no submodule; the model has {sorted(params)}")
+        names |= hit
+    return frozenset(names)
+
+
+def make_optimizer(name: str, lr: float, freeze: frozenset = frozenset()) -> optax.GradientTransformation:
+    """`OPTIMIZERS[name](lr)` on the trained submodules; the `freeze` ones get no update (and no optimizer
+    state beyond optax's empty one)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r}: expected one of {sorted(OPTIMIZERS)}")
+    base = OPTIMIZERS[name](lr)
+    if not freeze:
+        return base
+    labels = lambda params: {k: "frozen" if k in freeze else "train" for k in params}  # noqa: E731
+    return optax.multi_transform({"train": base, "frozen": optax.set_to_zero()}, labels)
 
 
 def dummy_episode(model: MuMAEOneShot, num_support: int, num_query: int, num_frames: int, image_size: int,
@@ -97,8 +125,12 @@ def task_losses(model: MuMAEOneShot, params, batch_stats, tasks, keys, loss_weig
 
 
 def make_train_step(model: MuMAEOneShot, tx: optax.GradientTransformation, seed: int, num_tasks: int, mesh,
-                    state_sh, task_chunks: int = 1, loss_weight: float = 0.5) -> Callable:
+                    state_sh, task_chunks: int = 1, loss_weight: float = 0.5,
+                    freeze: frozenset = frozenset()) -> Callable:
     """jit(step)(state, tasks) -> (state, metrics); tasks: episode dict with a leading [num_tasks] axis.
+
+    `freeze`: top-level submodules held fixed (`frozen_names`): no gradient flows into them (so the
+    backward pass skips them) and `tx` (`make_optimizer` with the same set) gives them no update.
 
     Task t of step s uses the drop-path key split(fold_in(key(seed), s), num_tasks)[t]. Loss and
     gradients are means over the tasks (= the official sum of loss/32 over 32 backward passes).
@@ -110,6 +142,7 @@ def make_train_step(model: MuMAEOneShot, tx: optax.GradientTransformation, seed:
         keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), state["step"]), num_tasks)
 
         def chunk_loss(params, chunk, chunk_keys):
+            params = {k: jax.lax.stop_gradient(v) if k in freeze else v for k, v in params.items()}
             losses, (stats, hits) = task_losses(model, params, state["batch_stats"], chunk, chunk_keys,
                                                 loss_weight)
             return jnp.sum(losses) / num_tasks, (losses, stats, hits)

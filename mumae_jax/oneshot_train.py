@@ -16,7 +16,6 @@ from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
-import optax
 import tqdm
 from etils import epath
 
@@ -71,7 +70,8 @@ def build_model(config, pcfg) -> MuMAEOneShot:
     return MuMAEOneShot(mae=mae, video=video, sensors=tuple(config.sensors), sensor_layout=m.sensor_layout,
                         sensor_dim=m.sensor_dim, fused_dim=m.fused_dim, channels=m.channels, heads=m.heads,
                         way=ep.way, num_classes=m.num_classes, scale_cls=m.scale_cls, alpha=m.alpha,
-                        temperature=m.temperature, cam_hidden=m.cam_hidden, normalize_video=m.normalize_video)
+                        temperature=m.temperature, cam_hidden=m.cam_hidden, normalize_video=m.normalize_video,
+                        fusion_mode=m.get("fusion", "mae_query"))
 
 
 def pretrained_params(config, params, pretrain_params) -> tuple[dict, dict]:
@@ -164,11 +164,13 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     ep = config.episodes
     episode = episodic.dummy_episode(model, len(test_list[0].support), len(test_list[0].query), ep.seq_len,
                                      ep.image_size, ep.sensor_length)
-    tx = optax.sgd(config.lr)
+    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, episode)["params"])
+    freeze = episodic.frozen_names(shapes, tuple(config.get("freeze", ())))
+    tx = episodic.make_optimizer(config.get("optimizer", "sgd"), config.lr, freeze)
     init, abstract, state_sh = episodic.state_initializer(model, tx, jax.random.key(config.seed), mesh, episode)
     return dict(model=model, total=total, tasks=t, class_split=cs, records=recs,
                 val_list=eval_list(config, recs, cs, workdir, "val"), test_list=test_list,
-                tx=tx, init=init, abstract=abstract, state_sh=state_sh)
+                tx=tx, freeze=freeze, init=init, abstract=abstract, state_sh=state_sh)
 
 
 def _checkpoint_dir(workdir: str, best: bool) -> str:
@@ -292,7 +294,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2), encoding="utf-8")
 
     step_fn = episodic.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
-                                       config.model.loss_weight)
+                                       config.model.loss_weight, s["freeze"])
     predict = _predictor(episodic.make_eval_step(model, mesh, state_sh), mesh)
     be = int(config.eval.batch_episodes)
 

@@ -120,3 +120,21 @@ def test_gates_per_modality_and_init():
     # without zeroing, gyro does matter
     assert np.abs(np.asarray(fusion.apply({"params": params}, dict(uni, gyro=uni["gyro"] + 5.0)))
                   - np.asarray(base)).max() > 1e-3
+
+
+def test_concat_mode_is_the_gated_concatenation_of_each_samples_own_features():
+    """fusion 'concat' (ablation): F = W [U_v*w_v ; ... ; R*w_mae] + b, NumPy reference; no sample mixing."""
+    mods = (("video", 12), ("imu", 4))
+    uni, rep = _inputs(6, modalities=mods, rep_dim=8)
+    model = MultimodalEpisodeFusion(modalities=mods, out=10, mode="concat")
+    params = model.init(jax.random.PRNGKey(0), uni, rep)["params"]
+    f = params["fusion"]
+    assert sorted(params) == ["fusion"] and f["fuse"]["kernel"].shape == (24, 10)
+    x = np.concatenate([np.asarray(uni["video"]) * f["gate_video"], np.asarray(uni["imu"]) * f["gate_imu"],
+                        np.asarray(rep) * f["gate_mae"]], -1)
+    got = model.apply({"params": params}, uni, rep)
+    np.testing.assert_allclose(got, x @ f["fuse"]["kernel"] + f["fuse"]["bias"], rtol=1e-5, atol=1e-5)
+    # negative control against the Mu-MAE mode: there, changing one sample's features moves every row
+    assert _changed_rows(got, model.apply({"params": params}, dict(uni, imu=uni["imu"].at[2].add(1.0)), rep)) == {2}
+    with pytest.raises(ValueError, match="fusion mode"):
+        MultimodalEpisodeFusion(modalities=mods, mode="sum").init(jax.random.PRNGKey(0), uni, rep)

@@ -174,3 +174,33 @@ def test_pretrained_encoder_is_loaded_strictly():
     wparams = mae.from_config(wide).init({"params": jax.random.key(7)}, inputs, masks)["params"]
     with pytest.raises(ValueError, match="encoder/block00/attn/qkv/kernel"):
         oneshot_train.pretrained_params(c, params, wparams)
+
+
+def test_frozen_submodules_get_no_gradient_and_no_update_the_rest_the_full_models_update():
+    """freeze=('mae', 'video'): those parameters stay bit-identical; the others move exactly as in a step
+    without freezing (their gradient does not depend on whether the frozen ones could move)."""
+    c = tiny_oneshot_config()
+    c.model.temperature = 0.5
+    model, num_tasks, mesh = build(c), 8, sharding.make_mesh()  # tasks sharded over the test's 8 devices
+    tasks = sharding.to_global(episodic.stack_tasks(_tasks(num_tasks)), mesh)
+    params = {}
+    for freeze in ((), ("mae", "vid*")):
+        shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, _tasks(1)[0])["params"])
+        names = episodic.frozen_names(shapes, freeze)
+        tx = episodic.make_optimizer("sgd", 1.0, names)
+        init, _, state_sh = episodic.state_initializer(model, tx, jax.random.key(1), mesh, _tasks(1)[0])
+        state = init()
+        params0 = jax.device_get(state["params"])
+        step = episodic.make_train_step(model, tx, 3, num_tasks, mesh, state_sh, freeze=names)
+        params[freeze] = jax.device_get(step(state, tasks)[0]["params"])
+    assert names == {"mae", "video"}
+    frozen, full = params[("mae", "vid*")], params[()]
+    for k in ("mae", "video"):
+        jax.tree.map(np.testing.assert_array_equal, frozen[k], params0[k])
+        assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, full[k], params0[k])))  # negative control
+    for k in ("fusion", "classifier", "cnn_gyro"):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), frozen[k], full[k])
+    with pytest.raises(ValueError, match="matches no submodule"):
+        episodic.frozen_names(shapes, ("decoder",))
+    with pytest.raises(ValueError, match="optimizer"):
+        episodic.make_optimizer("lamb", 0.1)

@@ -94,12 +94,21 @@ class GatedConcatFusion(nn.Module):
         return torch_dense(self.out, x.shape[-1], name="fuse")(x)
 
 
+FUSIONS = ("mae_query", "concat")
+
+
 class MultimodalEpisodeFusion(nn.Module):
-    """Unimodal features {name: [N, d_name]} + MAE representation R [N, rep] -> fused F [N, out]."""
+    """Unimodal features {name: [N, d_name]} + MAE representation R [N, rep] -> fused F [N, out].
+
+    mode 'mae_query' (Mu-MAE): R gives the queries of a cross-attention across the episode per modality,
+    then gated concatenation. 'concat' (the ablation "plain concatenation"): no attention, each sample's
+    own features and R are gated and concatenated, F = W_f [U_v*w_v ; U_1*w_1 ; ... ; R*w_mae] + b_f.
+    """
 
     modalities: ModalityDims = DEFAULT_MODALITIES
     heads: int = 4
     out: int = 768
+    mode: str = "mae_query"
 
     @nn.compact
     def __call__(self, unimodal: Mapping[str, jnp.ndarray], rep):
@@ -107,6 +116,11 @@ class MultimodalEpisodeFusion(nn.Module):
         missing = [name for name, _ in items if name not in unimodal]
         if missing:
             raise KeyError(f"unimodal features missing for {missing}; got {sorted(unimodal)}")
+        if self.mode not in FUSIONS:
+            raise ValueError(f"fusion mode {self.mode!r}: expected one of {FUSIONS}")
+        if self.mode == "concat":
+            feats = {**dict(unimodal), "mae": rep}
+            return GatedConcatFusion(self.out, items + (("mae", rep.shape[-1]),), name="fusion")(feats)
         queries = QueryProjections(items, name="query_proj")(rep)
         attended = {name: EpisodeCrossAttention(d, self.heads, name=f"xattn_{name}")(queries[name], unimodal[name])
                     for name, d in items}

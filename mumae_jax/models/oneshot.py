@@ -10,7 +10,9 @@ For one episode with S support and Q query clips (N = S + Q; 5+1 official, 5+5 T
   F -> [N, 192, 1, 2, 2] (channel-major) -> support / query -> CAMClassifier
     -> logits [Q, way] (prediction), cls_scores [Q, way, 4], global_logits [Q, num_classes, 4] (training)
 
-The whole model is trained (nothing frozen). `normalize_video` (default True) ImageNet-normalises the
+`fusion_mode='concat'` replaces the MAE-query cross-attention with a plain gated concatenation of each
+sample's own features and R (the paper's fusion ablation). By default the whole model is trained; the
+one-shot config's `freeze` holds chosen submodules fixed. `normalize_video` (default True) ImageNet-normalises the
 [0, 1] frames before the TimeSformer and the MAE encoder, as in pretraining; False feeds [0, 1] frames as
 the official code does (spec §5-E).
 """
@@ -57,12 +59,13 @@ class MuMAEOneShot(nn.Module):
     temperature: float = 0.025
     cam_hidden: int = 6
     normalize_video: bool = True
+    fusion_mode: str = "mae_query"
 
     def setup(self):
         self.cnns = {s: SensorCNN(out=self.sensor_dim, layout=self.sensor_layout, name=f"cnn_{s}")
                      for s in self.sensors}
         dims = (("video", self.video.width),) + tuple((s, self.sensor_dim) for s in self.sensors)
-        self.fusion = MultimodalEpisodeFusion(dims, self.heads, self.fused_dim)
+        self.fusion = MultimodalEpisodeFusion(dims, self.heads, self.fused_dim, self.fusion_mode)
         self.classifier = cam.CAMClassifier(self.way, self.num_classes, self.scale_cls, self.alpha,
                                             self.cam_hidden, self.temperature)
 
