@@ -1,4 +1,4 @@
-"""Entry point: `python main.py --config=configs/{pretrain,oneshot}.py[:args] --workdir=DIR [--config.x=y ...]`.
+"""Entry point: `python main.py --config=configs/{pretrain,oneshot,ablations}.py[:args] --workdir=DIR [--config.x=y ...]`.
 
 Multi-host: started once per host (or GPU) by a launcher, it joins the job first (mumae_jax/distributed.py)."""
 import logging
@@ -29,6 +29,11 @@ def main(argv):
         if result["report"]:
             print(episode_eval.format_report(result["report"]))
         print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else ""))
+        return
+    if config.trainer == "ablations":
+        from mumae_jax import ablations
+
+        print(ablations.run(config, flags.FLAGS.workdir)["table"])
         return
     if config.trainer != "pretrain":
         raise app.UsageError(f"unknown config.trainer {config.trainer!r}")

@@ -3,6 +3,7 @@ read exactly as `main.py --config` reads them (ml_collections `config_flags`).""
 from __future__ import annotations
 
 import argparse
+import warnings
 from typing import Optional, Sequence
 
 
@@ -16,8 +17,10 @@ def load_config_file(spec: str, overrides: Sequence[str] = ()):
     try:
         config_flags.DEFINE_config_file("config", None, "pretraining config", flag_values=fv, lock_config=False,
                                         sys_argv=argv)
-        fv(argv)
-        config = fv.config
+        with warnings.catch_warnings():  # ml_collections loads the file with the deprecated load_module()
+            warnings.filterwarnings("ignore", message="the load_module", category=DeprecationWarning)
+            fv(argv)
+            config = fv.config
         config.keys()  # a file that failed to load gives a placeholder that raises only when used
         return config
     except (flags.Error, OSError, AttributeError, KeyError) as e:

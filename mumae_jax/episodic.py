@@ -198,6 +198,34 @@ def make_eval_step(model: MuMAEOneShot, mesh, state_sh) -> Callable:
                    out_shardings=sharding.replicated(mesh))
 
 
+def make_clip_eval_steps(model: MuMAEOneShot, mesh, state_sh) -> tuple[Callable, Callable]:
+    """(encode, head), the eval step split at the episode boundary (same predictions, far less work when
+    episodes share clips):
+
+      encode(state, clips {video [B, T, H, W, 3], <sensor> [B, L, 3]}) -> {name: [B, d]} per-clip encodings
+          (`MuMAEOneShot.encode`, eval mode), replicated;
+      head(state, {<name>: [E, N, d] (support then query clips), "support_labels": [E, S]})
+          -> predictions [E, Q] (`MuMAEOneShot.classify`, running BN stats), replicated.
+    """
+    variables = lambda state: {"params": state["params"], "batch_stats": state["batch_stats"]}  # noqa: E731
+
+    def encode_fn(state, clips):
+        return model.apply(variables(state), clips, True, method=model.encode)
+
+    def head_fn(state, batch):
+        def one(episode):
+            enc = {k: v for k, v in episode.items() if k != "support_labels"}
+            out = model.apply(variables(state), enc, episode["support_labels"], None, False, method=model.classify)
+            return jnp.argmax(out["logits"], -1).astype(jnp.int32)
+
+        return jax.vmap(one)(batch)
+
+    batch, rep = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    encode = jax.jit(encode_fn, in_shardings=(state_sh, batch), out_shardings=rep)
+    head = jax.jit(head_fn, in_shardings=(state_sh, batch), out_shardings=rep)
+    return encode, head
+
+
 def stack_tasks(episodes) -> dict[str, np.ndarray]:
     """List of episode dicts -> one dict with a leading [T] axis (the `episode` index field is kept)."""
     return {k: np.stack([e[k] for e in episodes]) for k in episodes[0]}

@@ -140,12 +140,35 @@ def _episode_iter(config, lst, part: str, train_mode: bool, start: int = 0, repe
         split=TFDS_SPLITS[part], start=start, repeat=repeat)
 
 
-def _predictor(eval_step: Callable, mesh) -> Callable:
-    def predict(state, episodes):
-        pred, _ = eval_step(state, sharding.to_global(episodes, mesh))
-        return np.asarray(jax.device_get(pred))
+def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh) -> Callable:
+    """evaluate(state, episode_list, part, progress=False) -> {'accuracy', 'ci95', 'num_queries', 'hits'}:
+    every distinct clip of the list encoded once (evaluation transform), then the episode head per episode
+    (`episode_eval.evaluate_by_clips`; the same predictions as running the model episode by episode)."""
+    from mumae_jax.data import episode_input
 
-    return predict
+    encode_step, head_step = episodic.make_clip_eval_steps(model, mesh, state_sh)
+    ep, be = config.episodes, int(config.eval.batch_episodes)
+    rank, procs = jax.process_index(), jax.process_count()
+
+    def local(batch):  # this process's share of a batch every process holds whole
+        per = len(next(iter(batch.values()))) // procs
+        return sharding.to_global({k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}, mesh)
+
+    def evaluate(state, lst, part: str, progress: bool = False):
+        names = sorted({c for e in lst for c in (*e.support, *e.query)})
+        it = episode_input.build_clip_input(config.data, names, sensors=tuple(config.sensors), seq_len=ep.seq_len,
+                                            image_size=ep.image_size, resize_to=ep.resize_to,
+                                            sensor_length=ep.sensor_length, split=TFDS_SPLITS[part], batch_size=be)
+        try:
+            encoded = episode_eval.encode_clips(
+                lambda b: jax.device_get(encode_step(state, sharding.to_global(b, mesh))), it, len(names),
+                share=(rank, procs), progress=progress)
+        finally:
+            it.close()
+        return episode_eval.evaluate_by_clips(lambda b: jax.device_get(head_step(state, local(b))), encoded, names,
+                                              lst, be)
+
+    return evaluate
 
 
 def _setup(config, workdir: str, mesh) -> dict[str, Any]:
@@ -210,12 +233,7 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which:
     """Accuracy ± CI of a saved checkpoint (latest, `step`, or the validation-selected one with
     `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic."""
     mesh, s, state, step, lst, part = _saved_run(config, workdir, which, step, best)
-    predict = _predictor(episodic.make_eval_step(s["model"], mesh, s["state_sh"]), mesh)
-    it = _episode_iter(config, lst, part, False, repeat=False)
-    try:
-        out = episode_eval.evaluate(lambda eps: predict(state, eps), it, len(lst), int(config.eval.batch_episodes))
-    finally:
-        it.close()
+    out = clip_evaluator(config, s["model"], mesh, s["state_sh"])(state, lst, part)
     return {"step": step, **out}
 
 
@@ -295,16 +313,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     step_fn = episodic.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
                                        config.model.loss_weight, s["freeze"])
-    predict = _predictor(episodic.make_eval_step(model, mesh, state_sh), mesh)
-    be = int(config.eval.batch_episodes)
+    evaluate = clip_evaluator(config, model, mesh, state_sh)
 
-    def run_eval(st, lst, it, name):
-        return episode_eval.evaluate(lambda eps: predict(st, eps), it, len(lst), be, desc=name,
-                                     progress=config.progress_bar and is_main)
+    def run_eval(st, lst, part):
+        return evaluate(st, lst, part, progress=config.progress_bar and is_main)
 
     train_it = _episode_iter(config, train_list, "base", True, start=start * t, repeat=False)
-    val_it = _episode_iter(config, val_list, "validation", False) if val_list else None
-    test_it = _episode_iter(config, test_list, "novel", False)
     history = [r for r in (metrics.read_jsonl(writer.path) if writer.path.exists() else [])
                if "val_accuracy" in r or "test_accuracy" in r]
     best = max((h["val_accuracy"] for h in history if "val_accuracy" in h), default=-1.0)
@@ -331,14 +345,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                     pending = []
                 if (step % eval_every == 0 or step == total) and not stop.requested:
                     rec = {"step": step, "tasks": step * t}
-                    if val_it is not None:
-                        v = run_eval(state, val_list, val_it, "val")
+                    if val_list:
+                        v = run_eval(state, val_list, "validation")
                         rec.update(val_accuracy=v["accuracy"], val_ci95=v["ci95"])
                         if v["accuracy"] > best:
                             best = v["accuracy"]
                             best_ckpt.save(step, state, {"step": step, "val_accuracy": best})
                     if config.eval.report_test_selection:
-                        r = run_eval(state, test_list, test_it, "test")
+                        r = run_eval(state, test_list, "novel")
                         rec.update(test_accuracy=r["accuracy"], test_ci95=r["ci95"])
                     writer.write(step, {k: v for k, v in rec.items() if k != "step"})
                     history.append(rec)
@@ -352,11 +366,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         report = None
         if not preempted:
             report = _final_report(config, state, step, best_ckpt, abstract, history,
-                                   lambda st: run_eval(st, test_list, test_it, "test"), workdir, is_main)
+                                   lambda st: run_eval(st, test_list, "novel"), workdir, is_main)
     finally:
-        for it in (train_it, val_it, test_it):
-            if it is not None:
-                it.close()
+        train_it.close()
         bar.close()
         for c in (ckpt, best_ckpt):
             c.wait()

@@ -204,3 +204,24 @@ def test_frozen_submodules_get_no_gradient_and_no_update_the_rest_the_full_model
         episodic.frozen_names(shapes, ("decoder",))
     with pytest.raises(ValueError, match="optimizer"):
         episodic.make_optimizer("lamb", 0.1)
+
+
+def test_episode_head_on_clips_encoded_elsewhere_gives_the_models_logits():
+    """Eval mode: encoding each clip on its own (another batch) and running the episode head gives the
+    model's logits, so a list can be scored from one encoding per distinct clip."""
+    model = build()
+    ep = real_episodes("trx", n=1)[0]
+    variables = model.init({"params": jax.random.key(0)}, ep)
+    want = model.apply(variables, ep, with_global=False)["logits"]
+    samples = oneshot.episode_samples(ep, ("video",) + model.sensors)
+    n = samples["video"].shape[0]
+    one_by_one = [model.apply(variables, {k: v[i:i + 1] for k, v in samples.items()}, True, method=model.encode)
+                  for i in range(n)]
+    encoded = {k: jnp.concatenate([e[k] for e in one_by_one]) for k in one_by_one[0]}
+    assert sorted(encoded) == sorted(("mae", "video") + model.sensors)
+    got = model.apply(variables, encoded, ep["support_labels"], method=model.classify)["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # negative control: the head does mix the episode's clips (another support clip changes a query's logits)
+    swapped = {k: v.at[0].set(v[1]) for k, v in encoded.items()}
+    moved = model.apply(variables, swapped, ep["support_labels"], method=model.classify)["logits"]
+    assert np.abs(np.asarray(moved) - np.asarray(want)).max() > 1e-4

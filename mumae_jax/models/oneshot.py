@@ -79,11 +79,28 @@ class MuMAEOneShot(nn.Module):
             out[s] = self.cnns[s](samples[s])
         return out
 
+    def encode(self, samples: Mapping[str, jnp.ndarray], deterministic: bool = True):
+        """Per-clip encodings of N clips, nothing mixed across clips: {video: [N, Dv], <sensor>: [N, sensor_dim],
+        "mae": R [N, Dr]}. In eval mode a clip's encoding is the same in every episode, so an episode list can
+        be scored from one encoding per distinct clip (`classify`)."""
+        u = self.unimodal(samples, deterministic)
+        return {**u, "mae": self.mae({s.name: samples[s.name] for s in self.mae.specs}, deterministic)}
+
+    def _fuse(self, encoded: Mapping[str, jnp.ndarray]):
+        enc = dict(encoded)
+        rep = enc.pop("mae")
+        return self.fusion(enc, rep)
+
     def features(self, samples: Mapping[str, jnp.ndarray], deterministic: bool = True):
         """Fused episode features F [N, fused_dim] of the N samples {video, <sensor>...} (one episode)."""
-        u = self.unimodal(samples, deterministic)
-        rep = self.mae({s.name: samples[s.name] for s in self.mae.specs}, deterministic)
-        return self.fusion(u, rep)
+        return self._fuse(self.encode(samples, deterministic))
+
+    def classify(self, encoded: Mapping[str, jnp.ndarray], support_labels, query_labels=None, train: bool = False):
+        """The episode head on per-clip encodings (`encode`) of one episode's N = S + Q clips, support first:
+        fusion across the episode, then CAMClassifier's dict (`global_logits` only with `query_labels`)."""
+        num_support = support_labels.shape[0]
+        f = cam.to_channel_positions(self._fuse(encoded), self.channels)
+        return self.classifier(f[:num_support], support_labels, f[num_support:], query_labels, train)
 
     def __call__(self, batch: Mapping[str, jnp.ndarray], train: bool = False, with_global: bool = True):
         """batch: support_video [S, T, H, W, 3], query_video [Q, ...], support_/query_<sensor> [., L, 3],
@@ -93,11 +110,8 @@ class MuMAEOneShot(nn.Module):
         extra = [s.name for s in self.mae.specs if s.name not in names]
         if extra:
             raise ValueError(f"the MAE encoder needs modalities {extra} that the one-shot model does not feed")
-        samples = episode_samples(batch, names)
-        num_support = batch["support_video"].shape[0]
-        f = cam.to_channel_positions(self.features(samples, deterministic=not train), self.channels)
-        return self.classifier(f[:num_support], batch["support_labels"], f[num_support:],
-                          batch["query_labels"] if with_global else None, train)
+        encoded = self.encode(episode_samples(batch, names), deterministic=not train)
+        return self.classify(encoded, batch["support_labels"], batch["query_labels"] if with_global else None, train)
 
 
 def episode_loss(out: Mapping[str, jnp.ndarray], batch: Mapping[str, jnp.ndarray], weight: float = 0.5):

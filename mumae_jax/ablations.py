@@ -1,0 +1,238 @@
+"""The paper's ablations as one table, from a config (`configs/ablations.py`).
+
+    python -m mumae_jax.ablations --config configs/ablations.py:runlocal --workdir /tmp/ablations \\
+        [--config.rows=random,sync,oneshot_sync] [--config.pretrain_steps=3000]
+
+Under `workdir`:
+  episodes_novel.json        the fixed novel-class list every row is scored on (drawn once)
+  anchors.json               raw-input probes (no encoder)
+  <condition>/pretrain/      a pretraining run (main.py's layout; `random` holds only its config.json)
+  <condition>/frozen.json    frozen probes per pooling and modality group
+  <oneshot row>/             a one-shot run (report.json: final and validation-selected accuracy)
+  table.md, results.json     the table and every number behind it, with each row's seconds
+Finished stages are not redone (a rerun prints the table); an interrupted pretraining or one-shot run
+resumes from its checkpoint. Cells are accuracy ± 95 % CI in % (5-way 1-shot, novel classes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+from etils import epath
+
+from mumae_jax import anchors, frozen_eval
+from mumae_jax.config_files import load_config_file, split_overrides
+from mumae_jax.data import episodes as E
+
+log = logging.getLogger(__name__)
+
+
+def _read(path: epath.Path) -> Optional[dict]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _write(path: epath.Path, obj: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def selected_rows(config) -> tuple[list[str], list[str]]:
+    """(pretraining conditions, one-shot rows) named by `config.rows`, in its order; ValueError for an
+    unknown name. A one-shot row also runs the condition it starts from (first, if `rows` lacks it)."""
+    names = [r for r in str(config.rows).split(",") if r]
+    known = list(config.conditions) + list(config.oneshot_rows)
+    bad = [r for r in names if r not in known]
+    if bad or not names:
+        raise ValueError(f"config.rows: unknown or no rows {bad or names}; known: {', '.join(known)}")
+    shots = [r for r in names if r in config.oneshot_rows]
+    conds = [r for r in names if r in config.conditions]
+    inits = [config.oneshot_rows[r].init for r in shots]
+    return list(dict.fromkeys([i for i in inits if i not in conds] + conds)), shots
+
+
+def condition_config(config, name: str):
+    """The pretraining config of condition `name` with the ablation's schedule and data directory."""
+    p = config.conditions[name].config
+    p.seed = config.seed
+    if config.pretrain_steps > 0:
+        p.total_steps = int(config.pretrain_steps)
+        p.warmup_steps = max(1, p.total_steps // 20)
+        p.checkpoint_every_steps = max(1, p.total_steps // 4)
+    if config.data_dir:
+        p.data.dir = config.data_dir
+    return p
+
+
+def episode_list(config, workdir: epath.Path) -> E.EpisodeList:
+    """The fixed novel-class trx list (drawn once from the first condition's data, then read back)."""
+    path = workdir / "episodes_novel.json"
+    if not path.exists():
+        data = frozen_eval._plain(condition_config(config, next(iter(config.conditions))).data)
+        e = config.episodes
+        lst = frozen_eval.draw_episode_list(data, part="novel", protocol="trx", queries=e.queries,
+                                            num_episodes=e.num_episodes, seed=e.seed)
+        E.save_episode_list(str(path), lst)
+    return E.load_episode_list(str(path))
+
+
+def run_anchors(config, workdir: epath.Path, elist) -> dict:
+    path = workdir / "anchors.json"
+    res = _read(path)
+    if res is None:
+        sync = condition_config(config, "sync" if "sync" in config.conditions else next(iter(config.conditions)))
+        res = anchors.evaluate_anchors(sync, elist, groups=_csv(config.frozen.groups),
+                                       probes=_csv(config.frozen.probes))
+        _write(path, res)
+    return res
+
+
+def _csv(s: str) -> list[str]:
+    return [x for x in str(s).split(",") if x]
+
+
+def present_groups(pretrain_config, groups: Sequence[str]) -> list[str]:
+    """The `groups` that select a modality of this pretraining model (VideoMAE has no `sensors`); the
+    table shows "—" for the others."""
+    names = set(pretrain_config.modalities)
+    kinds = {n: pretrain_config.modality[n]["kind"] for n in names}
+    have = {"all": names, "video": {n for n in names if kinds[n] == "video"},
+            "sensors": {n for n in names if kinds[n] == "sensor"}}
+    return [g for g in groups if have.get(g, {g} & names)]
+
+
+def run_condition(config, name: str, workdir: epath.Path, episodes_file: str) -> dict:
+    """Pretraining (unless `random`) and frozen probes of one condition; cached in <name>/result.json."""
+    from mumae_jax import train
+
+    cond, out = config.conditions[name], workdir / name
+    pre = out / "pretrain"
+    pre.mkdir(parents=True, exist_ok=True)
+    result = _read(out / "result.json") or {"name": name, "label": cond.label}
+    p = condition_config(config, name)
+    if not cond.pretrain:
+        (pre / "config.json").write_text(p.to_json_best_effort(indent=2), encoding="utf-8")
+    elif "pretrain_seconds" not in result:
+        t0 = time.time()
+        hist = train.train_and_evaluate(p, str(pre))["history"]
+        result.update(pretrain_seconds=time.time() - t0, pretrain_steps=p.total_steps,
+                      pretrain_loss_first=hist[0]["loss"], pretrain_loss_last=hist[-1]["loss"])
+        _write(out / "result.json", result)
+    groups = present_groups(p, _csv(config.frozen.groups))
+    for pooling in _csv(config.frozen.poolings):
+        if pooling in result.get("frozen", {}):
+            continue
+        t0 = time.time()
+        kw = dict(config=p, random_init=True, init_seed=config.seed) if not cond.pretrain else {}
+        r = frozen_eval.evaluate_run(str(pre) if cond.pretrain else "", episodes=episodes_file,
+                                     modalities=groups, pooling=pooling, probes=_csv(config.frozen.probes), **kw)
+        result.setdefault("frozen", {})[pooling] = r["groups"]
+        result.setdefault("frozen_seconds", {})[pooling] = time.time() - t0
+        _write(out / "result.json", result)
+    return result
+
+
+def run_oneshot(config, name: str, workdir: epath.Path, episodes_file: str) -> dict:
+    """One one-shot row: the stage initialised from its condition's run (or random), tested on the shared list."""
+    from mumae_jax import oneshot_train
+
+    row, out = config.oneshot_rows[name], workdir / name
+    result = _read(out / "result.json") or {"name": name, "label": row.label}
+    if "report" not in result:
+        o = config.oneshot.copy_and_resolve_references()
+        o.seed = config.seed
+        o.model.fusion = row.fusion
+        random = not config.conditions[row.init].pretrain
+        o.init.update(pretrain_workdir=str(workdir / row.init / "pretrain"), mae="random" if random else "pretrained",
+                      video="random" if random else "mae")
+        o.eval.test_list = episodes_file
+        if config.data_dir:
+            o.data.dir = config.data_dir
+        t0 = time.time()
+        rep = oneshot_train.train_and_evaluate(o, str(out))["report"]
+        if rep is None:
+            raise RuntimeError(f"the one-shot run {out} stopped before its report (preempted?); rerun to resume")
+        result.update(report=rep, seconds=time.time() - t0, total_tasks=o.total_tasks)
+        _write(out / "result.json", result)
+    return result
+
+
+def _cell(r: Optional[Mapping[str, Any]]) -> str:
+    return f"{r['accuracy']:.1f} ± {r['ci95']:.1f}" if r else "—"
+
+
+def format_tables(config, anchor: Mapping[str, Any], conditions: Sequence[dict], shots: Sequence[dict]) -> str:
+    """Markdown: frozen probes (one row per condition and pooling, prototype / ridge per group) and the
+    one-shot stage (final, validation-selected)."""
+    groups, probes = _csv(config.frozen.groups), _csv(config.frozen.probes)
+    head = "| features | pooling | " + " | ".join(f"{g}: {p}" for g in groups for p in probes) + " | seconds |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    lines.append("| raw inputs (anchors) | — | " + " | ".join(_cell(anchor.get(g, {}).get(p)) for g in groups
+                                                            for p in probes) + f" | {anchor['seconds']:.0f} |")
+    for r in conditions:
+        for pooling, res in r.get("frozen", {}).items():
+            secs = r["frozen_seconds"][pooling] + (r.get("pretrain_seconds", 0.0) if pooling == next(iter(r["frozen"]))
+                                                   else 0.0)
+            lines.append(f"| {r['label']} | {pooling} | " + " | ".join(_cell(res.get(g, {}).get(p)) for g in groups
+                                                                         for p in probes) + f" | {secs:.0f} |")
+    if shots:
+        lines += ["", "| one-shot stage | final | validation-selected | seconds |", "|---|---|---|---|"]
+        for r in shots:
+            rep = r["report"]
+            lines.append(f"| {r['label']} | {_cell(rep.get('final'))} | {_cell(rep.get('validation_selected'))} | "
+                         f"{r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def run(config, workdir: str) -> dict:
+    """Every selected row (cached), then the tables; returns {"table", "anchors", "conditions", "oneshot"}."""
+    conditions, shots = selected_rows(config)
+    wd = epath.Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    elist = episode_list(config, wd)
+    episodes_file = str(wd / "episodes_novel.json")
+    anchor = run_anchors(config, wd, elist)
+    cond_results = []
+    for name in conditions:
+        print(f"[{time.time() - t0:6.0f} s] {config.conditions[name].label}", flush=True)
+        cond_results.append(run_condition(config, name, wd, episodes_file))
+    shot_results = []
+    for name in shots:
+        print(f"[{time.time() - t0:6.0f} s] {config.oneshot_rows[name].label}", flush=True)
+        shot_results.append(run_oneshot(config, name, wd, episodes_file))
+    table = format_tables(config, anchor, cond_results, shot_results)
+    (wd / "table.md").write_text(table + "\n", encoding="utf-8")
+    out = {"table": table, "anchors": anchor, "conditions": cond_results, "oneshot": shot_results,
+           "num_episodes": len(elist), "num_queries": sum(len(e.query) for e in elist),
+           "seconds_this_invocation": time.time() - t0}
+    _write(wd / "results.json", out)
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mumae_jax.ablations", description=__doc__.split("\n")[0],
+                                epilog="--config.x=y overrides of --config are accepted as by main.py.")
+    p.add_argument("--config", default="configs/ablations.py:runlocal",
+                   help="ablation config file[:args] (default: %(default)s)")
+    p.add_argument("--workdir", required=True, help="where the runs, the episode list and the table go")
+    a, overrides = split_overrides(p, argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        config = load_config_file(a.config, overrides)
+        out = run(config, a.workdir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out["table"])
+    print(f"novel-class 5-way 1-shot, {out['num_episodes']} episodes, {out['num_queries']} queries per cell; "
+          f"this invocation took {out['seconds_this_invocation']:.0f} s; {a.workdir}/table.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
