@@ -22,7 +22,9 @@ Commands:
   python main.py --config=configs/oneshot.py:runlocal --config.init.pretrain_workdir=/tmp/pre \\
       --workdir=/tmp/oneshot
   2-core CPU: ~7 min (40 updates of 8 tasks, 2 validation evaluations, 300 test episodes); accuracy stays
-  at chance (~20 %) at this length, see README's transfer benchmark.
+  at chance (~20 %) at this length. What learns within a CPU budget (docs/transfer.md): train only the
+  new parts on the frozen encoders, `--config.freeze="('mae','video')" --config.optimizer=adam
+  --config.lr=0.001`, ~100 updates (configs/ablations.py:runlocal does).
 Writes checkpoints/ (latest, for resuming), best/ (validation-selected), episodes_{val,test}.json,
 metrics.jsonl, tensorboard/ and report.json / report.txt (final and validation-selected accuracy on the
 test episodes, ± 95% CI; with `eval.report_test_selection=True` also the paper's protocol, the maximum

@@ -192,6 +192,19 @@ def test_modality_groups():
             frozen_eval.modality_groups(config, bad)
 
 
+def test_sensor_group_of_a_time_aligned_model_needs_no_video():
+    """A sensors-only feature encoder of a time-aligned run: its masks are aligned to a video it does not
+    have, which is irrelevant unmasked; the token layout (contiguous patching) is kept."""
+    config = make_tiny_config()
+    for s in SENSORS:
+        config.modality[s].update(mask_type="time_aligned", align_to="video", patching="contiguous")
+    specs = mae_features.oneshot_specs(config, num_frames=2, modalities=SENSORS)
+    assert [s.name for s in specs] == list(SENSORS) and {s.patching for s in specs} == {"contiguous"}
+    assert {s.align_to for s in specs} == {""}
+    with_video = mae_features.oneshot_specs(config, num_frames=2)
+    assert {s.align_to for s in with_video if s.kind == "sensor"} == {"video"}  # the full model keeps it
+
+
 def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatch):
     config, encoder, params = random_encoder
     models = frozen_eval.group_encoders(config, "video,sensors,all", GEOM, seed=1)

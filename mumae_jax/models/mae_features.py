@@ -132,6 +132,9 @@ def oneshot_specs(pretrain_config, num_frames: int = 8, image_size: Optional[int
         if unknown:
             raise ValueError(f"modalities {unknown} are not in the pretraining model {names}")
         names = tuple(m for m in names if m in modalities)
+    for n in names:  # the feature encoder masks nothing: a mask aligned to a video left out does not matter
+        if cfgs[n].get("align_to") and cfgs[n]["align_to"] not in names:
+            cfgs[n].update(align_to="", mask_type="random")
     return modality.specs_from_config(names, cfgs)
 
 
