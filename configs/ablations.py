@@ -72,7 +72,7 @@ def get_config(arg=None):
         # 1,500 pretraining steps per condition; a one-shot stage that trains its sensor CNNs, fusion and
         # CAM with Adam on top of the frozen MAE encoder and TimeSformer (100 updates of 8 trx episodes)
         c.pretrain_steps = 1500
-        o.episodes.update(protocol="trx", queries=5)
+        o.episodes.update(protocol="trx", queries=1)  # one query per class: 5 per episode, as the test list
         o.update(optimizer="adam", lr=1e-3, freeze=("mae", "video"), tasks_per_batch=8, total_tasks=800)
         o.eval.update(every_tasks=200, val_episodes=200)
     return c
