@@ -21,7 +21,8 @@ Commands:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/pre
   python main.py --config=configs/oneshot.py:runlocal --config.init.pretrain_workdir=/tmp/pre \\
       --workdir=/tmp/oneshot
-  2-core CPU: ~7 min (40 updates of 8 tasks, 2 validation evaluations, 300 test episodes); accuracy stays
+  2-core CPU: ~7 min (40 updates of 8 tasks, 2 validation evaluations, 300 test episodes; measured in
+  2026-11, when evaluation still ran the whole model episode by episode: less now); accuracy stays
   at chance (~20 %) at this length. What learns within a CPU budget (docs/transfer.md): train only the
   new parts on the frozen encoders, `--config.freeze="('mae','video')" --config.optimizer=adam
   --config.lr=0.001`, ~100 updates (configs/ablations.py:runlocal does).
