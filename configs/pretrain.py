@@ -118,9 +118,13 @@ def get_config(arg=None):
     if arg.data == "synthetic":
         # framing: 'person' (a person-centred crop of each camera, default) or 'room' (the whole view);
         # frame_cache_mb: rendered frames kept in memory (each is rendered once per run, not once per epoch)
+        # pretrain_train / pretrain_val: a hashed 80/20 (val_fraction) split of the base classes of the
+        # class split (class_split_file, else Mu-MAE split 3 with 5 validation classes), which leaves the
+        # one-shot validation classes out unless include_validation_classes (the MMAct rule too).
         c.data = dict(name="synthetic", split="pretrain_train", num_subjects=8, num_sessions=2,
                       num_cameras=4, seed=0, framing="person", frame_cache_mb=2048, shuffle=True,
-                      repeated_sampling=1)
+                      repeated_sampling=1, class_split_file="", val_fraction=0.2,
+                      include_validation_classes=False)
     else:
         # dir: the prepare command's --out; the TFDS dataset is built under dir/tfds on first use.
         c.data = dict(name="mmact", split="pretrain_train", dir="", tfds_dir="", split_config="mumae_split3",

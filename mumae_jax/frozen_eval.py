@@ -219,7 +219,7 @@ def class_split(data_cfg, num_val: int = 5, val_seed: int = 0, class_split_file:
     """`class_split_file` if given, else the data config's `class_split_file`, else Mu-MAE split 3 with
     `num_val` validation classes."""
     f = class_split_file or _plain(data_cfg).get("class_split_file") or ""
-    return splits.ClassSplit.from_file(f) if f else splits.mumae_split3_with_validation(num_val, val_seed)
+    return splits.resolve_class_split(f, num_val, val_seed)
 
 
 def records(data_cfg) -> list:

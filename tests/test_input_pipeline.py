@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from mumae_jax.data import input_pipeline as ip  # noqa: E402
-from mumae_jax.data import sensor_ops, synthetic  # noqa: E402
+from mumae_jax.data import sensor_ops, splits, synthetic  # noqa: E402
 
 SENSORS = ("acc_watch", "gyro")
 GEOM = dict(num_frames=4, frame_stride=2, image_size=32, sensor_length=16, sensors=SENSORS)
@@ -36,7 +36,7 @@ def stream():
 
 def test_shapes_dtypes_and_size(stream):
     batches, size = stream
-    assert size == 74  # 80% of 23 classes × 2 subjects × 1 session × 2 cameras = 92
+    assert size == 56  # hashed ~80% of 18 pretraining classes (23 base - 5 validation) × 2 × 1 × 2 = 72
     b = batches[0]
     assert set(b) == {"video", "acc_watch", "gyro", "label", "index"}
     assert b["video"].shape == (4, 4, 32, 32, 3) and b["video"].dtype == np.float32
@@ -126,15 +126,21 @@ def test_frame_sampling():
 
 
 def test_pretrain_splits():
+    """Synthetic pretraining follows splits.pretrain_split: base classes minus the one-shot validation
+    classes, a hashed 80/20 split; the validation classes come back only when asked for."""
     d = synthetic.SyntheticMMAct(seed=0, num_subjects=2, num_sessions=1, num_cameras=2)
     train, val = ip.split_clips(d, "pretrain_train"), ip.split_clips(d, "pretrain_val")
-    base = ip.split_clips(d, "base")
+    cs = splits.mumae_split3_with_validation(5, 0)
+    base = [c for c in ip.split_clips(d, "base") if c.action in cs.base]
     assert not set(train) & set(val) and set(train) | set(val) == set(base)
-    assert {c.action for c in train + val} <= set(synthetic.BASE_CLASSES)
-    assert 0.75 < len(train) / len(base) < 0.85
+    assert {c.action for c in train + val} == set(cs.base)  # no validation or novel class
+    assert 0.7 < len(train) / len(base) < 0.9
     assert ip.split_clips(d, "pretrain_train") == train  # seeded, fixed
+    assert train == splits.pretrain_split(d.clips(), cs, "train")  # the MMAct rule, not a copy of it
+    with_val = ip.split_clips(d, "pretrain_train", {"include_validation_classes": True})
+    assert {c.action for c in with_val} == set(synthetic.BASE_CLASSES) and set(train) < set(with_val)
     assert {c.action for c in ip.split_clips(d, "novel")} == set(synthetic.NOVEL_CLASSES)
-    assert len(ip.split_clips(d, "all")) == len(base) + len(ip.split_clips(d, "novel"))
+    assert len(ip.split_clips(d, "all")) == len(ip.split_clips(d, "base")) + len(ip.split_clips(d, "novel"))
     with pytest.raises(ValueError):
         ip.split_clips(d, "test")
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from mumae_jax.data import sensor_ops, sensor_ops_tf, synthetic, video_ops
+from mumae_jax.data import sensor_ops, sensor_ops_tf, splits, synthetic, video_ops
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,11 +47,17 @@ def hide_gpus_from_tf() -> None:
         pass
 
 
-def split_clips(dataset: synthetic.SyntheticMMAct, split: str) -> list[synthetic.ClipRef]:
+def split_clips(dataset: synthetic.SyntheticMMAct, split: str, data_cfg: Mapping | None = None
+                ) -> list[synthetic.ClipRef]:
     """The clips of a split, in a fixed order.
 
-    'pretrain_train' / 'pretrain_val' are a clip-level 80/20 split of the base-class clips seeded by
-    the dataset's seed (like the official train.csv / val.csv); 'base', 'novel', 'all' are class sets.
+    'pretrain_train' / 'pretrain_val' follow the one pretraining rule of every data source,
+    `splits.pretrain_split`: a hashed ~80/20 clip-level split of the base classes of the class split,
+    without its validation classes unless `include_validation_classes` (so one-shot validation stays
+    honest). The class split and the rule's knobs come from data_cfg: `class_split_file` (else
+    `num_val` / `val_seed`, Mu-MAE split 3 with 5 validation classes), `val_fraction` (0.2),
+    `pretrain_seed` (0), `include_validation_classes` (False). 'base' (all 23 split-3 base classes),
+    'novel' and 'all' are class sets.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -59,13 +65,16 @@ def split_clips(dataset: synthetic.SyntheticMMAct, split: str) -> list[synthetic
         return dataset.clips()
     if split == "novel":
         return dataset.clips(synthetic.NOVEL_CLASSES)
-    base = dataset.clips(synthetic.BASE_CLASSES)
     if split == "base":
-        return base
-    perm = np.random.default_rng([dataset.seed, 0x5EED_5B17]).permutation(len(base))
-    n_val = int(round(PRETRAIN_VAL_FRACTION * len(base)))
-    chosen = np.sort(perm[:n_val] if split == "pretrain_val" else perm[n_val:])
-    return [base[i] for i in chosen]
+        return dataset.clips(synthetic.BASE_CLASSES)
+    cfg = data_cfg or {}
+    cs = splits.resolve_class_split(_get(cfg, "class_split_file", "") or "", _get(cfg, "num_val", 5),
+                                    _get(cfg, "val_seed", 0))
+    return splits.pretrain_split(dataset.clips(), cs, split.removeprefix("pretrain_"),
+                                 val_fraction=float(_get(cfg, "val_fraction", PRETRAIN_VAL_FRACTION)),
+                                 seed=int(_get(cfg, "pretrain_seed", 0)),
+                                 include_validation_classes=bool(_get(cfg, "include_validation_classes", False)),
+                                 on_unknown="ignore")
 
 
 def _check_name(data_cfg) -> str:
@@ -105,7 +114,7 @@ def make_dataset(data_cfg: Mapping) -> tuple[synthetic.SyntheticMMAct, list[synt
                                   framing=str(_get(data_cfg, "framing", "person")),
                                   frame_cache_mb=int(_get(data_cfg, "frame_cache_mb", 0) or 0))
     split = str(_get(data_cfg, "split", "pretrain_train"))
-    clips = split_clips(ds, split)
+    clips = split_clips(ds, split, data_cfg)
     if not clips:
         raise ValueError(f"split {split!r} is empty")
     return ds, clips

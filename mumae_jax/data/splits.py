@@ -237,6 +237,14 @@ def mumae_split3_with_validation(num_val: int = 5, seed: int = 0) -> ClassSplit:
                       name=f"mumae_split3_val{num_val}_seed{int(seed)}")
 
 
+def resolve_class_split(class_split_file: str = "", num_val: int = 5, val_seed: int = 0) -> ClassSplit:
+    """The class split every stage uses: the JSON file `class_split_file` if given, else Mu-MAE split 3
+    with `num_val` validation classes (`mumae_split3_with_validation(num_val, val_seed)`)."""
+    if class_split_file:
+        return ClassSplit.from_file(class_split_file)
+    return mumae_split3_with_validation(int(num_val), int(val_seed))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Applying splits to records
 # ----------------------------------------------------------------------------------------------------
