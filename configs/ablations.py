@@ -32,6 +32,7 @@ CONDITIONS = {
 # one-shot rows: (label, pretraining condition that initialises the MAE encoder and TimeSformer, fusion)
 ONESHOT = {
     "oneshot_random": ("one-shot stage, random init", "random", "mae_query"),
+    "oneshot_random_concat": ("one-shot stage, random init, plain concatenation", "random", "concat"),
     "oneshot_sync": ("one-shot stage from Mu-MAE sync, MAE-query cross-attention", "sync", "mae_query"),
     "oneshot_sync_concat": ("one-shot stage from Mu-MAE sync, plain concatenation", "sync", "concat"),
 }

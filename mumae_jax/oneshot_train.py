@@ -59,6 +59,7 @@ def pretrain_config(config):
 def build_model(config, pcfg) -> MuMAEOneShot:
     ep, m = config.episodes, config.model
     mae = mae_features.from_pretrain_config(pcfg, drop_path=m.mae_drop_path, normalize_video=m.normalize_video,
+                                            pooling=m.get("mae_pooling", "mean"),
                                             num_frames=ep.seq_len, image_size=ep.image_size,
                                             sensor_length=ep.sensor_length)
     sizes = variants.resolve(pcfg.model if not m.video_variant else {"variant": m.video_variant})

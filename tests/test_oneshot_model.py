@@ -215,9 +215,9 @@ def test_episode_head_on_clips_encoded_elsewhere_gives_the_models_logits():
     want = model.apply(variables, ep, with_global=False)["logits"]
     samples = oneshot.episode_samples(ep, ("video",) + model.sensors)
     n = samples["video"].shape[0]
-    one_by_one = [model.apply(variables, {k: v[i:i + 1] for k, v in samples.items()}, True, method=model.encode)
-                  for i in range(n)]
-    encoded = {k: jnp.concatenate([e[k] for e in one_by_one]) for k in one_by_one[0]}
+    parts = [model.apply(variables, {k: v[a:b] for k, v in samples.items()}, True, method=model.encode)
+             for a, b in ((0, 3), (3, n))]  # two batches of other sizes than the episode's
+    encoded = {k: jnp.concatenate([e[k] for e in parts]) for k in parts[0]}
     assert sorted(encoded) == sorted(("mae", "video") + model.sensors)
     got = model.apply(variables, encoded, ep["support_labels"], method=model.classify)["logits"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -225,3 +225,22 @@ def test_episode_head_on_clips_encoded_elsewhere_gives_the_models_logits():
     swapped = {k: v.at[0].set(v[1]) for k, v in encoded.items()}
     moved = model.apply(variables, swapped, ep["support_labels"], method=model.classify)["logits"]
     assert np.abs(np.asarray(moved) - np.asarray(want)).max() > 1e-4
+
+
+def test_mae_pooling_modality_gives_one_block_per_modality_to_the_fusion():
+    """model.mae_pooling='modality': R is one fc_norm'd block per modality ([N, 5·D] here), which the
+    fusion takes as its query input; 'mean' (official) keeps R [N, D]. Shapes only (no compilation)."""
+    ep = real_episodes("trx", n=1)[0]
+    shapes = {}
+    for pooling in ("mean", "modality"):
+        c = tiny_oneshot_config()
+        c.model.mae_pooling = pooling
+        model = build(c)
+        variables = jax.eval_shape(lambda m=model: m.init({"params": jax.random.key(0)}, ep))
+        enc = jax.eval_shape(lambda v, m=model: m.apply(v, oneshot.episode_samples(ep, ("video",) + m.sensors),
+                                                         method=m.encode), variables)
+        out = jax.eval_shape(lambda v, m=model: m.apply(v, ep), variables)
+        assert out["logits"].shape == (5, 5)
+        shapes[pooling] = (enc["mae"].shape, sorted(k for k in variables["params"]["mae"] if k.startswith("fc_norm")))
+    assert shapes["mean"] == ((10, 64), ["fc_norm"])
+    assert shapes["modality"] == ((10, 5 * 64), sorted(f"fc_norm_{n}" for n in ("video",) + synthetic.SENSORS))
