@@ -23,6 +23,7 @@ import time
 from typing import Any, Mapping, Optional, Sequence
 
 from etils import epath
+from flax import traverse_util
 
 from mumae_jax import anchors, frozen_eval
 from mumae_jax.config_files import load_config_file, split_overrides
@@ -41,6 +42,31 @@ def _write(path: epath.Path, obj: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _settings(**parts) -> dict:
+    """A JSON-comparable record of what a cached stage was made with: {"<part>.<dotted key>": value}."""
+    flat = {}
+    for part, cfg in parts.items():
+        d = cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
+        flat.update({f"{part}." + ".".join(k): v for k, v in
+                     traverse_util.flatten_dict(d).items()} if isinstance(d, Mapping) else {part: d})
+    return json.loads(json.dumps(flat, sort_keys=True, default=str))
+
+
+def _cached(path: epath.Path, settings: dict, fresh: dict) -> dict:
+    """The cached result at `path` if it was made with `settings` (else `fresh`); a result made with other
+    settings is an error naming the keys that differ (a rerun never reports another run's numbers)."""
+    result = _read(path)
+    if result is None:
+        return {**fresh, "settings": settings}
+    old = result.setdefault("settings", settings)  # results written before settings were recorded: adopted
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if diff:
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff[:6])
+        raise ValueError(f"{path.parent} was made with other settings than this command's ({shown}"
+                         f"{'; ...' if len(diff) > 6 else ''}); use another --workdir or remove {path.parent}")
+    return result
+
+
 def selected_rows(config) -> tuple[list[str], list[str]]:
     """(pretraining conditions, one-shot rows) named by `config.rows`, in its order; ValueError for an
     unknown name. A one-shot row also runs the condition it starts from (first, if `rows` lacks it)."""
@@ -56,8 +82,8 @@ def selected_rows(config) -> tuple[list[str], list[str]]:
 
 
 def condition_config(config, name: str):
-    """The pretraining config of condition `name` with the ablation's schedule and data directory."""
-    p = config.conditions[name].config
+    """The pretraining config of condition `name` with the ablation's schedule and data directory (a copy)."""
+    p = config.conditions[name].config.copy_and_resolve_references()
     p.seed = config.seed
     if config.pretrain_steps > 0:
         p.total_steps = int(config.pretrain_steps)
@@ -77,7 +103,12 @@ def episode_list(config, workdir: epath.Path) -> E.EpisodeList:
         lst = frozen_eval.draw_episode_list(data, part="novel", protocol="trx", queries=e.queries,
                                             num_episodes=e.num_episodes, seed=e.seed)
         E.save_episode_list(str(path), lst)
-    return E.load_episode_list(str(path))
+    lst = E.load_episode_list(str(path))
+    got = {k: lst.meta.get(k) for k in ("num_episodes", "seed")}
+    if got != {"num_episodes": config.episodes.num_episodes, "seed": config.episodes.seed}:
+        raise ValueError(f"{path} holds {got}, not config.episodes' {dict(config.episodes)}; use another "
+                         f"--workdir or remove the file")
+    return lst
 
 
 def run_anchors(config, workdir: epath.Path, elist) -> dict:
@@ -112,8 +143,9 @@ def run_condition(config, name: str, workdir: epath.Path, episodes_file: str) ->
     cond, out = config.conditions[name], workdir / name
     pre = out / "pretrain"
     pre.mkdir(parents=True, exist_ok=True)
-    result = _read(out / "result.json") or {"name": name, "label": cond.label}
     p = condition_config(config, name)
+    result = _cached(out / "result.json", _settings(pretrain=p, frozen=config.frozen, episodes=config.episodes),
+                     {"name": name, "label": cond.label})
     if not cond.pretrain:
         (pre / "config.json").write_text(p.to_json_best_effort(indent=2), encoding="utf-8")
     elif "pretrain_seconds" not in result:
@@ -141,17 +173,18 @@ def run_oneshot(config, name: str, workdir: epath.Path, episodes_file: str) -> d
     from mumae_jax import oneshot_train
 
     row, out = config.oneshot_rows[name], workdir / name
-    result = _read(out / "result.json") or {"name": name, "label": row.label}
+    o = config.oneshot.copy_and_resolve_references()
+    o.seed = config.seed
+    o.model.fusion = row.fusion
+    random = not config.conditions[row.init].pretrain
+    o.init.update(pretrain_workdir=str(workdir / row.init / "pretrain"), mae="random" if random else "pretrained",
+                  video="random" if random else "mae")
+    o.eval.test_list = episodes_file
+    if config.data_dir:
+        o.data.dir = config.data_dir
+    result = _cached(out / "result.json", _settings(oneshot=o, init=condition_config(config, row.init)),
+                     {"name": name, "label": row.label})
     if "report" not in result:
-        o = config.oneshot.copy_and_resolve_references()
-        o.seed = config.seed
-        o.model.fusion = row.fusion
-        random = not config.conditions[row.init].pretrain
-        o.init.update(pretrain_workdir=str(workdir / row.init / "pretrain"), mae="random" if random else "pretrained",
-                      video="random" if random else "mae")
-        o.eval.test_list = episodes_file
-        if config.data_dir:
-            o.data.dir = config.data_dir
         t0 = time.time()
         rep = oneshot_train.train_and_evaluate(o, str(out))["report"]
         if rep is None:

@@ -52,3 +52,20 @@ def test_table_has_every_cell(config):
     assert row[:2] == ["| VideoMAE (video only)", "modality"] and row[4] == "21.2 ± 1.0"
     assert row[6:] == ["—", "—", "120 |"]  # no sensors; seconds = pretraining + probes
     assert lines[-1] == "| one-shot stage, random init | 24.0 ± 1.0 | — | 60 |"
+
+
+def test_a_cached_row_made_with_other_settings_is_refused(config, tmp_path):
+    """A rerun in the same workdir reuses a row only if it was made with the same settings; otherwise it
+    names the keys that differ instead of printing another run's numbers."""
+    p = A.condition_config(config, "sync")
+    settings = A._settings(pretrain=p, frozen=config.frozen, episodes=config.episodes)
+    path = tmp_path / "sync" / "result.json"
+    path.parent.mkdir()
+    fresh = A._cached(path, settings, {"name": "sync"})
+    assert fresh == {"name": "sync", "settings": settings}
+    A._write(path, {**fresh, "frozen": {"modality": {}}})
+    assert A._cached(path, settings, {})["frozen"] == {"modality": {}}  # same settings: the cached result
+    p.total_steps = 3000
+    other = A._settings(pretrain=p, frozen=config.frozen, episodes=config.episodes)
+    with pytest.raises(ValueError, match=r"pretrain\.total_steps: 1500 -> 3000"):
+        A._cached(path, other, {})
