@@ -15,6 +15,7 @@ Arguments (`--config=configs/ablations.py:runlocal,data=mmact`):
   runlocal                 Ti, 8×64² video, CPU-sized schedules (the default on a CPU: see the README's table)
   data=synthetic|mmact     embedded synthetic data (default) or prepared MMAct (set --config.data_dir)
   variant=Ti|S|B           encoder size (default: Ti with runlocal, B otherwise)
+  recipe=measured|paper    the one-shot stage's recipe (configs/oneshot.py; differs only with runlocal)
 Overrides: `--config.pretrain_steps=3000`, `--config.rows=random,sync,oneshot_sync`, ...
 """
 import ml_collections as mlc
@@ -39,7 +40,7 @@ ONESHOT = {
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(arg, runlocal=False, data="synthetic", variant="")
+    arg = common.parse_arg(arg, runlocal=False, data="synthetic", variant="", recipe="measured")
     common.choice("data", arg.data, ("synthetic", "mmact"))
     base = ",".join(x for x in ("runlocal" if arg.runlocal else "", f"data={arg.data}",
                                 f"variant={arg.variant}" if arg.variant else "") if x)
@@ -62,7 +63,8 @@ def get_config(arg=None):
         p.progress_bar = False
         c.conditions[name] = dict(label=label, pretrain=args is not None, config=p)
 
-    o = oneshot.get_config(",".join(x for x in ("runlocal" if arg.runlocal else "", f"data={arg.data}") if x))
+    o = oneshot.get_config(",".join(x for x in ("runlocal" if arg.runlocal else "", f"data={arg.data}",
+                                                f"recipe={arg.recipe}") if x))
     o.progress_bar = False
     o.eval.report_test_selection = False
     c.oneshot = o
@@ -70,10 +72,8 @@ def get_config(arg=None):
 
     if arg.runlocal:
         # a CPU budget (2 cores, ~75 min for every row; docs/transfer.md has what each choice measured):
-        # 1,500 pretraining steps per condition; a one-shot stage that trains its sensor CNNs, fusion and
-        # CAM with Adam on top of the frozen MAE encoder and TimeSformer (100 updates of 8 trx episodes)
+        # 1,500 pretraining steps per condition; the one-shot stage's runlocal recipe=measured (Adam on
+        # the sensor CNNs, fusion and CAM over the frozen MAE encoder and TimeSformer, 100 updates of 8
+        # trx episodes with one query per class, as the test list)
         c.pretrain_steps = 1500
-        o.episodes.update(protocol="trx", queries=1)  # one query per class: 5 per episode, as the test list
-        o.update(optimizer="adam", lr=1e-3, freeze=("mae", "video"), tasks_per_batch=8, total_tasks=800)
-        o.eval.update(every_tasks=200, val_episodes=200)
     return c

@@ -90,3 +90,19 @@ def test_inconsistent_sensor_settings_fail():
     c.compute_dtype = "float16"
     with pytest.raises(ValueError, match="compute_dtype"):
         mae.from_config(c)
+
+
+def test_oneshot_recipes():
+    """recipe=measured (default) changes only the runlocal one-shot optimisation; recipe=paper and every
+    full-size config keep the official one (SGD over every parameter, official episodes)."""
+    from configs import oneshot
+
+    def recipe(arg):
+        c = oneshot.get_config(arg)
+        return c.optimizer, tuple(c.freeze), c.episodes.protocol, c.lr, c.total_tasks
+
+    assert recipe("runlocal") == ("adam", ("mae", "video"), "trx", 1e-3, 800)
+    assert recipe("runlocal,recipe=paper") == ("sgd", (), "official", 0.05, 320)
+    assert recipe("") == recipe("recipe=paper") == ("sgd", (), "official", 0.01, 256020)
+    with pytest.raises(ValueError, match="recipe"):
+        oneshot.get_config("runlocal,recipe=fast")

@@ -18,7 +18,7 @@ SYN = {"name": "synthetic", "split": "novel", "num_subjects": 2, "num_sessions":
 
 
 def tiny_oneshot_config(**episodes_kw):
-    c = oneshot_config.get_config("runlocal,init=random")
+    c = oneshot_config.get_config("runlocal,init=random,recipe=paper")
     c.episodes.update(seq_len=2, image_size=32, resize_to=36, **episodes_kw)
     c.model.update(fused_dim=64, channels=16, sensor_dim=8, mae_drop_path=0.1, video_drop_path=0.1)
     return c

@@ -14,7 +14,7 @@ from mumae_jax.data import episodes as E
 
 
 def tiny(pre_workdir, **kw):
-    c = oneshot_config.get_config("runlocal")
+    c = oneshot_config.get_config("runlocal,recipe=paper")  # official episodes and SGD: the loop as in the paper
     c.init.pretrain_workdir = pre_workdir
     c.episodes.update(seq_len=2, image_size=32, resize_to=36)
     c.model.update(fused_dim=64, channels=16, sensor_dim=8)
