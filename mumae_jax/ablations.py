@@ -182,8 +182,10 @@ def run_oneshot(config, name: str, workdir: epath.Path, episodes_file: str) -> d
     o.eval.test_list = episodes_file
     if config.data_dir:
         o.data.dir = config.data_dir
-    result = _cached(out / "result.json", _settings(oneshot=o, init=condition_config(config, row.init)),
-                     {"name": name, "label": row.label})
+    settings = _settings(oneshot=o, init=condition_config(config, row.init))
+    for k in ("oneshot.init.pretrain_workdir", "oneshot.eval.test_list"):  # paths inside the workdir, which may move
+        settings.pop(k)
+    result = _cached(out / "result.json", settings, {"name": name, "label": row.label})
     if "report" not in result:
         t0 = time.time()
         rep = oneshot_train.train_and_evaluate(o, str(out))["report"]
