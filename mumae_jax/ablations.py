@@ -44,11 +44,8 @@ def _write(path: epath.Path, obj: Mapping[str, Any]) -> None:
 
 def _settings(**parts) -> dict:
     """A JSON-comparable record of what a cached stage was made with: {"<part>.<dotted key>": value}."""
-    flat = {}
-    for part, cfg in parts.items():
-        d = cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
-        flat.update({f"{part}." + ".".join(k): v for k, v in
-                     traverse_util.flatten_dict(d).items()} if isinstance(d, Mapping) else {part: d})
+    flat = {f"{part}." + ".".join(k): v for part, cfg in parts.items()
+            for k, v in traverse_util.flatten_dict(cfg.to_dict()).items()}
     return json.loads(json.dumps(flat, sort_keys=True, default=str))
 
 
