@@ -358,10 +358,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                     writer.write(step, {k: v for k, v in rec.items() if k != "step"})
                     history.append(rec)
                     log.info("evaluation at step %d: %s", step, rec)
-                if last or step % config.checkpoint_every_steps == 0:
+                stopping = stop.requested  # read again: the signal may have come during evaluation
+                if last or stopping or step % config.checkpoint_every_steps == 0:
                     train._raise_if_nonfinite(state)
                     ckpt.save(step, state, {"step": step, "total_steps": total})
-                if stop.requested:
+                if stopping:
                     preempted = True
                     break
         report = None

@@ -255,11 +255,13 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
                         history[-1].update(record)
                     else:
                         history.append({"step": step, **record})
-                if last or step % config.checkpoint_every_steps == 0:
+                stopping = stop.requested  # read again: the signal may have come during logging or evaluation
+                if last or stopping or step % config.checkpoint_every_steps == 0:
                     _raise_if_nonfinite(state)
                     ckpt.save(step, state, {"step": step, "total_steps": total})
-                if stop.requested:
+                if stopping:
                     preempted = True
+                    ckpt.wait()  # async save: say "saved" only once it is committed
                     log.warning("SIGTERM received: saved a checkpoint at step %d and stopping", step)
                     break
     finally:
