@@ -36,11 +36,35 @@ class MetricWriter:
             self._event, self._summary = event_pb2.Event, summary_pb2.Summary
 
     def truncate_after(self, step: int) -> None:
-        """Drops records with step > `step` (a resumed run re-logs the steps after its checkpoint)."""
-        if not self.enabled or not self.path.exists():
+        """A (re)start at `step`: drops the JSONL records with step > `step` and tells TensorBoard to do the
+        same (a SessionLog START event at `step + 1`: TensorBoard then hides the steps >= `step + 1` of
+        the events written before it).
+
+        Called at every start, step 0 included, so a run killed before its first checkpoint leaves no
+        records beside the rerun's. A torn last line (a kill in the middle of a write) is dropped; a bad
+        line elsewhere is an error naming the file and the line.
+        """
+        if not self.enabled:
             return
-        keep = [line + "\n" for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+        if self._tb is not None:
+            from tensorboard.compat.proto import event_pb2
+            start = self._event(wall_time=time.time(), step=int(step) + 1,
+                                session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+            self._tb.add_event(start)
+            self._tb.flush()
+        if not self.path.exists():
+            return
+        lines = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        keep = []
+        for i, line in enumerate(lines):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                if i == len(lines) - 1:  # torn by a kill during the write: the step is re-logged
+                    break
+                raise ValueError(f"{self.path}: line {i + 1} is not JSON ({e})") from e
+            if record["step"] <= step:
+                keep.append(line + "\n")
         self.path.write_text("".join(keep), encoding="utf-8")
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:

@@ -184,10 +184,10 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     writer = metrics.MetricWriter(workdir, tensorboard=config.write_tensorboard)
     start = ckpt.latest_step() or 0
+    writer.truncate_after(start)  # a rerun replaces what a killed run logged past `start`
     if start:  # restore straight into the current mesh's shardings; nothing is initialised
         _check_same_layer_layout(config, workdir)
         state, _ = ckpt.restore(start, abstract_state)
-        writer.truncate_after(start)
         log.info("resumed from %s at step %d", ckpt.directory, start)
     else:
         state = jax.block_until_ready(init())
