@@ -106,7 +106,8 @@ def _draw(config, recs, cs, part: str, num: int, seed: int) -> E.EpisodeList:
 
 
 def eval_list(config, recs, cs, workdir: str, which: str) -> Optional[E.EpisodeList]:
-    """The fixed `which` ('val' | 'test') list: a given file, else drawn once and saved in the workdir."""
+    """The fixed `which` ('val' | 'test') list: a given file, else drawn (and checked against the one a
+    resumed run saved). Writes nothing: `_save_eval_list` saves a drawn list once the run is set up."""
     part = {"val": "validation", "test": "novel"}[which]
     given = config.eval.get(f"{which}_list", "")
     if given:
@@ -122,9 +123,15 @@ def eval_list(config, recs, cs, workdir: str, which: str) -> Optional[E.EpisodeL
         if list(saved) != list(lst):
             raise ValueError(f"{path} differs from the list this config draws; a resumed run must keep its "
                              f"episodes (delete the workdir or pass eval.{which}_list={path})")
-    elif jax.process_index() == 0:
-        E.save_episode_list(path, lst)
     return lst
+
+
+def _save_eval_list(config, workdir: str, which: str, lst: Optional[E.EpisodeList]) -> None:
+    """Saves a drawn `which` list as workdir/episodes_{which}.json (process 0, once)."""
+    path = epath.Path(workdir) / f"episodes_{which}.json"
+    if lst is not None and not config.eval.get(f"{which}_list", "") and not path.exists() \
+            and jax.process_index() == 0:
+        E.save_episode_list(path, lst)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -175,12 +182,11 @@ def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh) -> Callable:
 def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     """Model, episode lists, optimizer and abstract state shared by training and evaluation."""
     t = int(config.tasks_per_batch)
-    sharding.check_batch_size(t, mesh)
-    sharding.check_batch_size(int(config.eval.batch_episodes), mesh)
+    sharding.check_batch_size(t, mesh, "config.tasks_per_batch")
+    sharding.check_batch_size(int(config.eval.batch_episodes), mesh, "config.eval.batch_episodes")
     if config.lr <= 0 or config.total_tasks < t:
         raise ValueError(f"need lr > 0 and total_tasks >= tasks_per_batch; got lr={config.lr}, "
                          f"total_tasks={config.total_tasks}, tasks_per_batch={t}")
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
     model = build_model(config, pretrain_config(config))
     total = math.ceil(config.total_tasks / t)
     cs, recs = class_split(config), records(config)
@@ -192,9 +198,13 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     freeze = episodic.frozen_names(shapes, tuple(config.get("freeze", ())))
     tx = episodic.make_optimizer(config.get("optimizer", "sgd"), config.lr, freeze)
     init, abstract, state_sh = episodic.state_initializer(model, tx, jax.random.key(config.seed), mesh, episode)
-    return dict(model=model, total=total, tasks=t, class_split=cs, records=recs,
-                val_list=eval_list(config, recs, cs, workdir, "val"), test_list=test_list,
-                tx=tx, freeze=freeze, init=init, abstract=abstract, state_sh=state_sh)
+    val_list = eval_list(config, recs, cs, workdir, "val")
+    # only now, with the config and the data checked: a failed start leaves no workdir behind
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
+    for which, lst in (("test", test_list), ("val", val_list)):
+        _save_eval_list(config, workdir, which, lst)
+    return dict(model=model, total=total, tasks=t, class_split=cs, records=recs, val_list=val_list,
+                test_list=test_list, tx=tx, freeze=freeze, init=init, abstract=abstract, state_sh=state_sh)
 
 
 def _checkpoint_dir(workdir: str, best: bool) -> str:

@@ -26,10 +26,12 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P("data"))
 
 
-def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+def check_batch_size(global_batch: int, mesh: Mesh, name: str = "config.batch_size") -> None:
     n, procs = mesh.devices.size, jax.process_count()
+    if global_batch < 1:
+        raise ValueError(f"{name}={global_batch} must be >= 1")
     if global_batch % n or global_batch % procs:
-        raise ValueError(f"config.batch_size={global_batch} must be divisible by the number of devices "
+        raise ValueError(f"{name}={global_batch} must be divisible by the number of devices "
                          f"({n}) and of processes ({procs})")
 
 

@@ -167,7 +167,6 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if config[field] < 1:
             raise ValueError(f"config.{field}={config[field]} must be >= 1")
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
     is_main = jax.process_index() == 0
 
     # Data size first: durations may be given in epochs.
@@ -178,6 +177,8 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     if total < 1:
         raise ValueError(f"the run has {total} steps; raise config.total_steps or config.total_epochs")
 
+    # only now, with the config and the data checked: a failed start leaves no workdir behind
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
     tx, schedule = optim.make_optimizer(config, total, warmup)
     init, abstract_state, state_sh = train_state.train_state_initializer(
         model, tx, jax.random.key(config.seed), mesh)

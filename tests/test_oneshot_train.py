@@ -99,3 +99,7 @@ def test_random_init_needs_no_pretraining_run_and_pretrained_init_needs_one(tmp_
     c = tiny("")
     with pytest.raises(ValueError, match="pretrain_workdir"):
         oneshot_train.train_and_evaluate(c, str(tmp_path / "a"))
+    assert not (tmp_path / "a").exists()  # a failed start leaves no workdir behind
+    with pytest.raises(ValueError, match="config.tasks_per_batch=0 must be >= 1"):
+        oneshot_train.train_and_evaluate(tiny("", tasks_per_batch=0), str(tmp_path / "b"))
+    assert not (tmp_path / "b").exists()

@@ -63,10 +63,17 @@ def test_nonfinite_loss_stops_without_checkpoint(tiny_config, tmp_path):
     assert all(s < bad for s in steps), (steps, bad)
 
 
-def test_batch_not_divisible_by_devices_fails(tiny_config, tmp_path):
-    tiny_config.batch_size = 6
-    with pytest.raises(ValueError, match="batch_size=6 must be divisible by the number of devices"):
-        train.train_and_evaluate(tiny_config, str(tmp_path))
+@pytest.mark.parametrize("section,field,value,message", [
+    ("", "batch_size", 6, "config.batch_size=6 must be divisible by the number of devices"),
+    ("", "batch_size", 0, "config.batch_size=0 must be >= 1"),
+    ("data", "name", "nope", "unsupported dataset name 'nope'"),  # found when the data's size is read
+])
+def test_a_failed_start_names_the_problem_and_leaves_no_workdir(tiny_config, tmp_path, section, field, value,
+                                                                 message):
+    (tiny_config[section] if section else tiny_config)[field] = value
+    with pytest.raises(ValueError, match=message):
+        train.train_and_evaluate(tiny_config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_periodic_fewshot_evaluation_is_logged_and_deterministic(tiny_config, tmp_path):
