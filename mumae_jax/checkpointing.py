@@ -1,10 +1,16 @@
 """Orbax checkpoints of the train state: periodic + final saves, keep-N, resume from the workdir."""
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any, Optional
 
+import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+log = logging.getLogger(__name__)
 
 
 def absolute(path: str) -> str:
@@ -41,6 +47,40 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
         out = self.manager.restore(step, args=args)
         return out["state"], out["meta"]
+
+    def restore_newest(self, abstract_state: Any) -> Optional[tuple[int, Any, dict]]:
+        """(step, state, meta) of the newest checkpoint that restores, or None when there is none.
+
+        A checkpoint that cannot be read even without a target (files missing or corrupt) is moved aside
+        to `<directory>/../damaged_checkpoints/` with a warning, never deleted, and the next older one is
+        tried. One that reads but does not fit `abstract_state` (another model) is an error, not damage.
+        """
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state, meta = self.restore(step, abstract_state)
+                return step, state, meta
+            except Exception as e:  # noqa: BLE001 - orbax raises many kinds; told apart just below
+                try:
+                    self.restore_as_saved(step)
+                except Exception as damage:  # noqa: BLE001
+                    where = self._move_aside(step)
+                    log.warning("checkpoint %s/%d cannot be restored (%s: %s); moved it to %s and trying an "
+                                "older one", self.directory, step, type(damage).__name__,
+                                str(damage).splitlines()[0][:200], where)
+                    continue
+                raise ValueError(f"checkpoint {self.directory}/{step} is readable but does not fit this "
+                                 f"run's model or optimizer: {str(e).splitlines()[0][:300]}") from e
+        return None
+
+    def _move_aside(self, step: int) -> str:
+        """Moves the step's directory out of the manager's view (process 0 renames; all re-list)."""
+        src = epath.Path(self.directory) / str(step)
+        dst = epath.Path(self.directory).parent / "damaged_checkpoints" / f"{step}-{int(time.time())}"
+        if jax.process_index() == 0 and src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            src.rename(dst)
+        self.manager.reload()
+        return str(dst)
 
     def restore_as_saved(self, step: int) -> tuple[Any, dict]:
         """Restores the tree as it was saved (numpy leaves on the host), without a target structure."""

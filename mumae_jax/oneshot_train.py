@@ -296,10 +296,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     best_ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
     writer = metrics.MetricWriter(workdir, tensorboard=config.write_tensorboard)
-    start = ckpt.latest_step() or 0
+    newest = ckpt.restore_newest(abstract)  # damaged checkpoints are moved aside and skipped
+    start = newest[0] if newest else 0
     writer.truncate_after(start)  # a rerun replaces what a killed run logged past `start`
     if start:
-        state, _ = ckpt.restore(start, abstract)
+        state = newest[1]
         for b in best_ckpt.all_steps():
             if b > start:  # saved after the checkpoint we resume from; it will be re-evaluated
                 best_ckpt.manager.delete(b)

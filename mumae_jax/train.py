@@ -184,11 +184,14 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
         model, tx, jax.random.key(config.seed), mesh)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     writer = metrics.MetricWriter(workdir, tensorboard=config.write_tensorboard)
-    start = ckpt.latest_step() or 0
-    writer.truncate_after(start)  # a rerun replaces what a killed run logged past `start`
-    if start:  # restore straight into the current mesh's shardings; nothing is initialised
+    if ckpt.latest_step():
         _check_same_layer_layout(config, workdir)
-        state, _ = ckpt.restore(start, abstract_state)
+    # restore straight into the current mesh's shardings (nothing is initialised); damaged ones are skipped
+    newest = ckpt.restore_newest(abstract_state)
+    start = newest[0] if newest else 0
+    writer.truncate_after(start)  # a rerun replaces what a killed run logged past `start`
+    if start:
+        state = newest[1]
         log.info("resumed from %s at step %d", ckpt.directory, start)
     else:
         state = jax.block_until_ready(init())

@@ -1,6 +1,7 @@
 """Orbax checkpoints restore exactly, into the shardings of the current (possibly different) mesh."""
 import jax
 import numpy as np
+import pytest
 
 from mumae_jax import checkpointing, optim, sharding, train_state
 from mumae_jax.models import mae
@@ -24,3 +25,28 @@ def test_save_on_8_devices_restore_on_1(tiny_config, tmp_path):
     leaf = restored["params"]["mask_token"]
     assert leaf.sharding.device_set == {jax.devices()[0]}
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
+
+
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_next_restores(tmp_path, caplog):
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
+    ckpt = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), keep=3)
+    for step in (2, 4):
+        ckpt.save(step, jax.tree.map(lambda x, s=step: x * s, state), {"step": step})
+    ckpt.wait()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    # readable but another model's: an error, and nothing is moved
+    other = {**abstract, "extra": jax.ShapeDtypeStruct((3,), np.float32)}
+    with pytest.raises(ValueError, match=r"checkpoints/4 is readable but does not fit"):
+        ckpt.restore_newest(other)
+    assert ckpt.all_steps() == [2, 4]
+
+    (tmp_path / "checkpoints" / "4" / "meta" / "metadata").unlink()  # a file lost from the newest
+    with caplog.at_level("WARNING"):
+        step, restored, meta = ckpt.restore_newest(abstract)
+    assert step == 2 and meta == {"step": 2}
+    np.testing.assert_array_equal(restored["w"], state["w"] * 2)
+    assert ckpt.all_steps() == [2] and "checkpoints/4 cannot be restored" in caplog.text
+    moved = list((tmp_path / "damaged_checkpoints").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith("4-") and (moved[0] / "state").is_dir()  # kept
+    ckpt.close()
+    assert checkpointing.Checkpointer(str(tmp_path / "empty"), keep=1).restore_newest(abstract) is None
