@@ -19,7 +19,8 @@ import numpy as np
 import tqdm
 from etils import epath
 
-from mumae_jax import checkpointing, episode_eval, episodic, frozen_eval, metrics, pretrained, sharding, train
+from mumae_jax import (checkpointing, episode_eval, episodic, frozen_eval, metrics, pretrained, run_lock, sharding,
+                       train)
 from mumae_jax.data import episodes as E
 from mumae_jax.data import splits
 from mumae_jax.models import mae_features, timesformer, variants
@@ -280,13 +281,19 @@ def predict_episode(config, workdir: str, index: int = 0, which: str = "test", s
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-    """Episodic training per `config` under `workdir` (resumes from its latest checkpoint).
+    """Episodic training per `config` under `workdir` (resumes from its latest checkpoint, as the
+    workdir's only run: `run_lock`).
 
     Returns {'step', 'state', 'history' (evaluation records), 'report', 'preempted'}.
     """
     mesh = sharding.make_mesh()
-    is_main = jax.process_index() == 0
     s = _setup(config, workdir, mesh)
+    with run_lock.RunLock(workdir):
+        return _train(config, workdir, mesh, s)
+
+
+def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
+    is_main = jax.process_index() == 0
     model, total, t, tx = s["model"], s["total"], s["tasks"], s["tx"]
     val_list, test_list = s["val_list"], s["test_list"]
     # drawn only here: evaluating a checkpoint does not need the (paper: 256,020-episode) training list

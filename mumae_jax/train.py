@@ -20,7 +20,7 @@ import numpy as np
 import tqdm
 from etils import epath
 
-from mumae_jax import checkpointing, host_memory, metrics, model_init, optim, sharding, train_state
+from mumae_jax import checkpointing, host_memory, metrics, model_init, optim, run_lock, sharding, train_state
 from mumae_jax.models import layer_stack, mae, masking
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,9 @@ def _check_same_layer_layout(config, workdir: str) -> None:
 def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int], None]] = None) -> dict:
     """Pretrains per `config`, writing checkpoints and metrics under `workdir`.
 
-    Resumes automatically from the latest checkpoint in `workdir`. `step_hook(step)` (optional) runs on
-    the host after every step. Returns {'step', 'state', 'history' (logged records), 'preempted'}.
+    Resumes automatically from the latest checkpoint in `workdir`, as the workdir's only run
+    (`run_lock`). `step_hook(step)` (optional) runs on the host after every step. Returns {'step',
+    'state', 'history' (logged records), 'preempted'}.
     """
     from mumae_jax.data import input_pipeline  # TensorFlow is imported only here
 
@@ -167,7 +168,6 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if config[field] < 1:
             raise ValueError(f"config.{field}={config[field]} must be >= 1")
-    is_main = jax.process_index() == 0
 
     # Data size first: durations may be given in epochs.
     geometry = input_geometry(model)
@@ -179,6 +179,15 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
 
     # only now, with the config and the data checked: a failed start leaves no workdir behind
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
+    with run_lock.RunLock(workdir):
+        return _train(config, workdir, step_hook, model, mesh, geometry, num_examples, total, warmup)
+
+
+def _train(config, workdir, step_hook, model, mesh, geometry, num_examples: int, total: int, warmup: int) -> dict:
+    """The loop of `train_and_evaluate` on a checked config, in an existing, locked workdir."""
+    from mumae_jax.data import input_pipeline
+
+    is_main = jax.process_index() == 0
     tx, schedule = optim.make_optimizer(config, total, warmup)
     init, abstract_state, state_sh = train_state.train_state_initializer(
         model, tx, jax.random.key(config.seed), mesh)

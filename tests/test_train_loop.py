@@ -51,6 +51,25 @@ def test_killed_and_resumed_run_replays_exactly(tiny_config, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+def test_sigterm_during_logging_still_saves_that_step(tiny_config, tmp_path, monkeypatch, caplog):
+    """The signal lands while step 3 is being logged (after the loop decided it was not the last step;
+    step 3 is no periodic checkpoint): the run still saves step 3 before it says so."""
+    write = metrics.MetricWriter.write
+
+    def write_then_signal(self, step, scalars):
+        write(self, step, scalars)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(metrics.MetricWriter, "write", write_then_signal)
+    workdir = str(tmp_path / "term")
+    with caplog.at_level("WARNING"):
+        out = train.train_and_evaluate(tiny_config, workdir)
+    assert out["preempted"] and out["step"] == 3
+    assert "saved a checkpoint at step 3" in caplog.text
+    assert checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 2).latest_step() == 3
+
+
 def test_nonfinite_loss_stops_without_checkpoint(tiny_config, tmp_path):
     tiny_config.base_lr = 1e35
     tiny_config.checkpoint_every_steps = 1
