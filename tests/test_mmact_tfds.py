@@ -221,6 +221,30 @@ def test_load_manual_dir_and_reuse(env, split3, tmp_path):
     assert b.info.splits["test"].num_examples == sum(r.camera == 4 for r in env["records"])
 
 
+def test_two_builds_at_once_make_one_dataset_and_a_later_open_only_reads(env, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = tmp_path / "shared"
+    with ThreadPoolExecutor(2) as pool:  # two runs started together on one data dir
+        futures = [pool.submit(M.build, env["out"], shared, "mumae_split3", val_fraction=0.5) for _ in range(2)]
+        built = [f.result() for f in futures]
+    path = built[0].data_path
+    assert os.fspath(built[1].data_path) == os.fspath(path)
+
+    def files():
+        return {p.name: os.stat(p).st_mtime_ns for p in path.iterdir()}
+
+    before = files()
+    assert not [n for n in before if ".tmp" in n]
+    for _ in range(2):
+        again = M.build(env["out"], shared, "mumae_split3", val_fraction=0.5)
+        src = again.as_data_source(split="meta_test", deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+        assert len(src) == built[0].info.splits["meta_test"].num_examples
+    assert files() == before  # nothing rewritten
+    info = json.loads((path / "dataset_info.json").read_text())
+    assert info["alternativeFileFormats"] == ["array_record"]
+
+
 def test_unknown_class_kept_by_prepare_raises(tmp_path):
     src, out = tmp_path / "src", tmp_path / "prepared"
     _write_tree(src, [(1, 1, 1, "drinking", (1,)), (1, 1, 1, "dancing", (1,)), (1, 1, 1, "walking", (1,))])

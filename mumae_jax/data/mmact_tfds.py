@@ -54,7 +54,9 @@ splits that exist are in `builder.info.splits`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -399,18 +401,21 @@ def add_array_record(builder: Mmact) -> None:
     from tensorflow_datasets.core import file_adapters as FA
 
     ar = FA.FileFormat.ARRAY_RECORD
-    if ar in builder.info.alternative_file_formats or builder.info.file_format == ar:
-        return
     path = Path(os.fspath(builder.data_path))
     shards = sorted(p for p in path.iterdir() if ".tfrecord-" in p.name and p.name.startswith(f"{builder.name}-"))
-    for p in shards:
-        dst = path / p.name.replace(".tfrecord-", ".array_record-")
-        tmp = dst.with_name(dst.name + ".tmp")
+    copies = [path / p.name.replace(".tfrecord-", ".array_record-") for p in shards]
+    # tfds 4.9 keeps the recorded alternative formats in the proto only (see Mmact.as_data_source)
+    recorded = {FA.FileFormat.from_value(v) for v in builder.info.as_proto.alternative_file_formats}
+    if builder.info.file_format == ar or (ar in recorded and all(c.exists() for c in copies)):
+        return  # built before: a later open only reads
+    for p, dst in zip(shards, copies):
+        tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")  # unique: never another process's file
         FA.ADAPTER_FOR_FORMAT[ar].write_examples(
             tmp, ((None, ser) for ser in tf.data.TFRecordDataset(str(p)).as_numpy_iterator()))
         os.replace(tmp, dst)
-    builder.info.add_alternative_file_format(ar)
-    builder.info.write_to_directory(os.fspath(builder.data_path))
+    if ar not in recorded:
+        builder.info.add_alternative_file_format(ar)
+        builder.info.write_to_directory(os.fspath(builder.data_path))
 
 
 def build(prepared_dir: str | os.PathLike, data_dir: str | os.PathLike, config: str = "mumae_split3", *,
@@ -422,14 +427,33 @@ def build(prepared_dir: str | os.PathLike, data_dir: str | os.PathLike, config: 
     random_access=True, an array_record copy (`add_array_record`) for `as_data_source`.
     An existing finished build of the same (derived) config and version is reused (it is NOT checked
     against the prepared directory: after re-preparing, pass overwrite=True to regenerate)."""
-    b = _builder(data_dir, config, prepared_dir, sensors=sensors, class_split_file=class_split_file, **overrides)
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=os.fspath(prepared_dir), download_mode=mode))
-    if random_access:
-        add_array_record(b)
+    with _build_lock(data_dir):
+        b = _builder(data_dir, config, prepared_dir, sensors=sensors, class_split_file=class_split_file,
+                     **overrides)
+        b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=os.fspath(prepared_dir), download_mode=mode))
+        if random_access:
+            add_array_record(b)
     return b
+
+
+@contextlib.contextmanager
+def _build_lock(data_dir):
+    """One builder at a time per local data_dir (runs started together, hosts sharing a file system):
+    `flock` on data_dir/.build.lock, which the kernel drops if the holder dies; the second builder then
+    finds the finished build and only reads it. Object stores (gs://) get no lock."""
+    if "://" in os.fspath(data_dir):
+        yield
+        return
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, ".build.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load(data_dir: str | os.PathLike, split: str, config: str = "mumae_split3", *, prepared_dir=None,
