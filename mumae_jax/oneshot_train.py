@@ -376,7 +376,7 @@ def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
                     writer.write(step, {k: v for k, v in rec.items() if k != "step"})
                     history.append(rec)
                     log.info("evaluation at step %d: %s", step, rec)
-                stopping = stop.requested  # read again: the signal may have come during evaluation
+                stopping = stop.should_stop(step)  # read again: the signal may have come during evaluation
                 if last or stopping or step % config.checkpoint_every_steps == 0:
                     train._raise_if_nonfinite(state)
                     ckpt.save(step, state, {"step": step, "total_steps": total})

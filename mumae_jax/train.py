@@ -38,13 +38,26 @@ def duration_steps(config, prefix: str, num_examples: int) -> int:
 
 
 class _StopOnSignal:
-    """Turns SIGTERM into a flag the loop polls (only possible in the main thread)."""
+    """SIGTERM as a stop decision the loop polls once per step: `should_stop(step)`.
+
+    One process: a Python handler sets a flag (only possible in the main thread). Several processes
+    (`jax.distributed`): jax's preemption service owns SIGTERM and `reached_preemption_sync_point(step)`
+    is True at the same step on every process, so all of them save that step and stop together, even
+    when only one was signalled.
+    """
 
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._synced = False
 
     def __enter__(self):
+        from jax._src import distributed as jax_distributed  # where jax keeps its preemption sync manager
+
+        state = getattr(jax_distributed, "global_state", None)
+        if jax.process_count() > 1 and getattr(state, "preemption_sync_manager", None) is not None:
+            self._synced = True  # leave SIGTERM to jax's preemption notifier
+            return self
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. some notebook kernels)
@@ -53,6 +66,13 @@ class _StopOnSignal:
 
     def _handle(self, signum, frame):
         self.requested = True
+
+    def should_stop(self, step: int) -> bool:
+        if self._synced:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -268,7 +288,7 @@ def _train(config, workdir, step_hook, model, mesh, geometry, num_examples: int,
                         history[-1].update(record)
                     else:
                         history.append({"step": step, **record})
-                stopping = stop.requested  # read again: the signal may have come during logging or evaluation
+                stopping = stop.should_stop(step)  # read again: the signal may have come during logging or evaluation
                 if last or stopping or step % config.checkpoint_every_steps == 0:
                     _raise_if_nonfinite(state)
                     ckpt.save(step, state, {"step": step, "total_steps": total})

@@ -1,10 +1,14 @@
 """Multi-host on one box: two `main.py` processes (launch/local_multiprocess.sh) on 127.0.0.1 (CPU, gloo) train the tiny config with the
 data split between them and log the same losses as one process on the whole batch; their checkpoint
-restores in a single process; when to join a job, and a clear error when the coordinator is unreachable."""
+restores in a single process; a SIGTERM to one of them stops both at the same saved step; when to join a
+job, and a clear error when the coordinator is unreachable."""
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -106,3 +110,31 @@ def test_bad_settings_are_named():
         distributed.maybe_initialize({"MUMAE_JAX_COORDINATOR": "127.0.0.1:1", "MUMAE_JAX_PROCESS_ID": "0"})
     with pytest.raises(ValueError, match="expected host:port"):
         distributed.wait_for_coordinator("nohost", 1, "p")
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path):
+    """Only process 1 is signalled; jax's preemption sync makes both save the same step and stop."""
+    workdir, port = str(tmp_path / "pair"), _free_port()
+    long_run = [a for a in TINY if not a.startswith(("--config.total_steps", "--config.checkpoint_every_steps",
+                                                     "--config.log_every_steps"))]
+    long_run += ["--config.total_steps=5000", "--config.checkpoint_every_steps=5000", "--config.log_every_steps=5"]
+    procs = []
+    for i in range(2):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
+        env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
+                   MUMAE_JAX_COORDINATOR=f"127.0.0.1:{port}", MUMAE_JAX_NUM_PROCESSES="2",
+                   MUMAE_JAX_PROCESS_ID=str(i), MUMAE_JAX_INIT_TIMEOUT="120")
+        procs.append(subprocess.Popen([sys.executable, "main.py", *long_run, f"--workdir={workdir}"], cwd=ROOT,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    log = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 300
+    while not (os.path.exists(log) and os.path.getsize(log) > 0):  # training has started
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "the pair did not start"
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [_finish(p, f"process {i}") for i, p in enumerate(procs)]
+    steps = [int(re.search(r"finished at step (\d+) \(stopped by SIGTERM\)", o).group(1)) for o in outs]
+    assert steps[0] == steps[1] < 5000, outs[0][-2000:]
+    assert all(f"saved a checkpoint at step {steps[0]} and stopping" in o for o in outs)
+    restored = pretrained.load_params(workdir)[2]
+    assert restored == steps[0]
