@@ -293,6 +293,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 
 def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
+    """The loop of `train_and_evaluate` on `_setup`'s checked set-up `s`, in an existing, locked workdir."""
     is_main = jax.process_index() == 0
     model, total, t, tx = s["model"], s["total"], s["tasks"], s["tx"]
     val_list, test_list = s["val_list"], s["test_list"]
