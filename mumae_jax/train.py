@@ -49,14 +49,16 @@ class _StopOnSignal:
     def __init__(self):
         self.requested = False
         self._previous = None
-        self._synced = False
+        self._synced = None  # the sync-point check, with several processes
 
     def __enter__(self):
         from jax._src import distributed as jax_distributed  # where jax keeps its preemption sync manager
 
         state = getattr(jax_distributed, "global_state", None)
         if jax.process_count() > 1 and getattr(state, "preemption_sync_manager", None) is not None:
-            self._synced = True  # leave SIGTERM to jax's preemption notifier
+            from jax.experimental import multihost_utils
+
+            self._synced = multihost_utils.reached_preemption_sync_point  # SIGTERM is left to jax's notifier
             return self
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
@@ -68,11 +70,7 @@ class _StopOnSignal:
         self.requested = True
 
     def should_stop(self, step: int) -> bool:
-        if self._synced:
-            from jax.experimental import multihost_utils
-
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.requested
+        return self._synced(step) if self._synced else self.requested
 
     def __exit__(self, *exc):
         if self._previous is not None:
