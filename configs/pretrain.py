@@ -15,6 +15,9 @@ Arguments (`--config=configs/pretrain.py:variant=S,runlocal`):
                            aligned in time with the video mask (contiguous sensor tokens).
   video_masking=tube|random
   runlocal                 Ti, 8×64² video, batch 16, 300 steps: a CPU demo of a few minutes.
+  tiny                     runlocal shrunk for tests and the fault suite (`python -m mumae_jax.faults`):
+                           a 2-layer 64-wide ViT on 4×32² video, batch 8, 6 steps, 2 subjects × 1 session,
+                           no probes, no progress bar, no TensorBoard; seconds per run.
 
 Commands and what to expect:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/mumae_local
@@ -42,8 +45,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(arg, variant="", runlocal=False, data="synthetic", modalities="all",
+    arg = common.parse_arg(arg, variant="", runlocal=False, tiny=False, data="synthetic", modalities="all",
                            sensor_masking="synchronized", video_masking="tube")
+    arg.runlocal = arg.runlocal or arg.tiny
     arg.variant = variants.check_variant(arg.variant or ("Ti" if arg.runlocal else "B"))
     common.choice("data", arg.data, ("synthetic", "mmact"))
     common.choice("modalities", arg.modalities, ("all", "video"))
@@ -161,4 +165,19 @@ def get_config(arg=None):
         c.checkpoint_every_steps = 100
         c.keep_checkpoints = 2
         c.evals.fewshot.every_steps = 100  # ~15-20 s each on a 2-core CPU (312 validation clips)
+    if arg.tiny:
+        c.model.update(width=64, depth=2, num_heads=2, mlp_dim=128, decoder_width=32, decoder_depth=1,
+                       decoder_heads=2)
+        c.modality.video.update(num_frames=4, image_size=32)
+        c.batch_size = 8
+        c.total_steps = 6
+        c.warmup_steps = 2
+        c.log_every_steps = 1
+        c.checkpoint_every_steps = 2
+        c.write_tensorboard = False
+        c.progress_bar = False
+        c.evals.fewshot.every_steps = 0
+        if arg.data == "synthetic":
+            c.data.num_subjects = 2
+            c.data.num_sessions = 1
     return c

@@ -1,8 +1,10 @@
 """Orbax checkpoints of the train state: periodic + final saves, keep-N, resume from the workdir."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import time
 from typing import Any, Optional
 
@@ -40,7 +42,27 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, meta: dict) -> bool:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        return self.manager.save(step, args=args, force=True)
+        with self._write_errors():  # an earlier asynchronous write may fail here
+            return self.manager.save(step, args=args, force=True)
+
+    @contextlib.contextmanager
+    def _write_errors(self):
+        """A failed checkpoint write (full disk, file-size limit, permissions) as one clear OSError.
+
+        Orbax writes a step into a temporary folder and renames it when complete, so an unfinished one is
+        never taken for a checkpoint: the run can resume from the newest finished one."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - tensorstore/orbax raise ValueError and others
+            text = str(e)
+            cause = re.search(r"(File too large|No space left on device|Disk quota exceeded|Permission denied"
+                              r"|Read-only file system)", text)
+            if cause is None and not isinstance(e, OSError):
+                raise
+            raise OSError(f"writing a checkpoint under {self.directory} failed: "
+                          f"{cause.group(1) if cause else text.splitlines()[0][:200]}. Free space (or raise the "
+                          f"limit) and rerun: it resumes from the newest finished checkpoint "
+                          f"({self.latest_step() or 'none yet'}).") from e
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """Restores into `abstract_state` (ShapeDtypeStructs carrying the *current* shardings)."""
@@ -89,7 +111,8 @@ class Checkpointer:
         return out["state"], out["meta"]
 
     def wait(self):
-        self.manager.wait_until_finished()
+        with self._write_errors():
+            self.manager.wait_until_finished()
 
     def close(self):
         self.manager.close()

@@ -346,8 +346,9 @@ def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
     bar = tqdm.tqdm(total=total, initial=start, desc="one-shot", unit="step", dynamic_ncols=True,
                     disable=not (config.progress_bar and is_main))
     pending, step, preempted = [], start, False
-    try:
-        with train._StopOnSignal() as stop:
+    # the handler stays until the last checkpoint is committed: a SIGTERM during that wait loses nothing
+    with train._StopOnSignal() as stop:
+        try:
             while step < total:
                 tasks = [next(train_it) for _ in range(t)]
                 batch = {k: np.stack([e[k] for e in tasks]) for k in tasks[0] if k != "episode"}
@@ -384,17 +385,17 @@ def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
                 if stopping:
                     preempted = True
                     break
-        report = None
-        if not preempted:
-            report = _final_report(config, state, step, best_ckpt, abstract, history,
-                                   lambda st: run_eval(st, test_list, "novel"), workdir, is_main)
-    finally:
-        train_it.close()
-        bar.close()
-        for c in (ckpt, best_ckpt):
-            c.wait()
-            c.close()
-        writer.close()
+            report = None
+            if not preempted:
+                report = _final_report(config, state, step, best_ckpt, abstract, history,
+                                       lambda st: run_eval(st, test_list, "novel"), workdir, is_main)
+        finally:
+            train_it.close()
+            bar.close()
+            for c in (ckpt, best_ckpt):
+                c.wait()
+                c.close()
+            writer.close()
     return {"step": step, "state": state, "history": history, "report": report, "preempted": preempted}
 
 

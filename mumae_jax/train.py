@@ -252,8 +252,9 @@ def _train(config, workdir, step_hook, model, mesh, geometry, num_examples: int,
     device_batches = _device_batches(batches, names, mesh, int(config.input.get("device_prefetch", 0)))
     t_log, steps_since_log = time.perf_counter(), 0
     step = start
-    try:
-        with _StopOnSignal() as stop:
+    # the handler stays until the last checkpoint is committed: a SIGTERM during that wait loses nothing
+    with _StopOnSignal() as stop:
+        try:
             while step < total:
                 batch = next(device_batches)
                 state, m = step_fn(state, batch)
@@ -295,10 +296,10 @@ def _train(config, workdir, step_hook, model, mesh, geometry, num_examples: int,
                     ckpt.wait()  # async save: say "saved" only once it is committed
                     log.warning("SIGTERM received: saved a checkpoint at step %d and stopping", step)
                     break
-    finally:
-        batches.close()
-        bar.close()
-        ckpt.wait()
-        ckpt.close()
-        writer.close()
+        finally:
+            batches.close()
+            bar.close()
+            ckpt.wait()
+            ckpt.close()
+            writer.close()
     return {"step": step, "state": state, "history": history, "preempted": preempted}

@@ -11,23 +11,10 @@ import pytest  # noqa: E402
 
 
 def make_tiny_config(**overrides):
-    """configs/pretrain.py:runlocal shrunk further for fast tests (4×32² video, 2-layer 64-wide ViT)."""
+    """configs/pretrain.py:tiny (4×32² video, 2-layer 64-wide ViT, 6 steps) with top-level overrides."""
     from configs import pretrain
 
-    c = pretrain.get_config("runlocal")
-    c.model.update(width=64, depth=2, num_heads=2, mlp_dim=128, decoder_width=32, decoder_depth=1,
-                   decoder_heads=2)
-    c.modality.video.update(num_frames=4, image_size=32)
-    c.batch_size = 8
-    c.total_steps = 6
-    c.warmup_steps = 2
-    c.log_every_steps = 1
-    c.checkpoint_every_steps = 2
-    c.write_tensorboard = False
-    c.progress_bar = False
-    c.data.num_subjects = 2
-    c.data.num_sessions = 1
-    c.evals.fewshot.every_steps = 0  # on in runlocal; tests that want it turn it on
+    c = pretrain.get_config("tiny")
     for k, v in overrides.items():
         c[k] = v
     return c

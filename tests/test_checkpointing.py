@@ -50,3 +50,25 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_next_restores(tmp_pa
     assert len(moved) == 1 and moved[0].name.startswith("4-") and (moved[0] / "state").is_dir()  # kept
     ckpt.close()
     assert checkpointing.Checkpointer(str(tmp_path / "empty"), keep=1).restore_newest(abstract) is None
+
+
+@pytest.mark.parametrize("raised, converted", [
+    (ValueError("OUT_OF_RANGE: Error writing x in OCDBT database: Failed to write 592272 bytes to file 5: "
+                "File too large [os_error_code='27']"), "File too large"),
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (ValueError("an orbax error that is not about the disk"), None),
+])
+def test_a_failed_checkpoint_write_is_one_clear_oserror(tmp_path, monkeypatch, raised, converted):
+    ckpt = checkpointing.Checkpointer(str(tmp_path / "ckpt"), keep=1)
+
+    def fail(*a, **k):
+        raise raised
+
+    monkeypatch.setattr(ckpt.manager, "wait_until_finished", fail)
+    with pytest.raises(type(raised) if converted is None else OSError) as e:
+        ckpt.wait()
+    if converted is None:
+        assert e.value is raised  # anything else passes through unchanged
+    else:
+        assert str(e.value).startswith(f"writing a checkpoint under {tmp_path / 'ckpt'} failed: {converted}.")
+        assert "newest finished checkpoint (none yet)" in str(e.value)

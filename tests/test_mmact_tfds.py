@@ -272,3 +272,16 @@ def test_empty_split_left_out(env, tmp_path):
     b = M.build(env["out"], tmp_path / "tfds", "cross_subject", train_subjects=(1, 17), random_access=False)
     assert set(b.info.splits.keys()) == {"train"}
     assert b.info.splits["train"].num_examples == len(env["records"])
+
+
+def test_a_damaged_shard_is_an_error_naming_it(env, tmp_path):
+    import shutil
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(env["out"], copy, ignore=shutil.ignore_patterns("tfds"))
+    shard = sorted(copy.glob("clips-*.tfrecord"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # a record's checksum no longer matches
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{shard}\b.* is damaged \(corrupted record at \d+\)"):
+        M.build(copy, tmp_path / "tfds", "mumae_split3", val_fraction=0.5)

@@ -61,6 +61,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -357,7 +358,7 @@ class Mmact(tfds.core.GeneratorBasedBuilder):
         if missing:
             raise FileNotFoundError(f"shards listed in {prepared}/manifest.jsonl are missing: {missing}")
         seen = set()
-        for ser in tf.data.TFRecordDataset(files).as_numpy_iterator():
+        for ser in _records(files):
             ex = tf.io.parse_single_example(ser, spec)
             clip = ex["clip"].numpy().decode()
             if clip not in wanted:
@@ -388,6 +389,19 @@ class Mmact(tfds.core.GeneratorBasedBuilder):
 # Helpers
 # ----------------------------------------------------------------------------------------------------
 
+def _records(files: Sequence[str]) -> Iterator[bytes]:
+    """The serialized records of TFRecord `files`, one file after the other; a damaged file is an error
+    naming it (tf.data's own DataLossError does not say which file)."""
+    for f in files:
+        try:
+            yield from tf.data.TFRecordDataset(f).as_numpy_iterator()
+        except tf.errors.DataLossError as e:
+            what = re.search(r"(corrupted|truncated) record at \d+", e.message)
+            raise ValueError(f"{f} is damaged ({what.group(0) if what else e.message.splitlines()[0][:200]}); prepare it again "
+                             f"(python -m mumae_jax.data.prepare_mmact rewrites shards whose sidecar "
+                             f"json is missing: delete {os.path.basename(f)[:-len('.tfrecord')]}.json)") from None
+
+
 def _builder(data_dir, config, prepared_dir=None, *, sensors=None, class_split_file=None,
              **overrides) -> Mmact:
     return Mmact(prepared_dir=prepared_dir, sensors=sensors, class_split_file=class_split_file, config=config,
@@ -411,7 +425,7 @@ def add_array_record(builder: Mmact) -> None:
     for p, dst in zip(shards, copies):
         tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")  # unique: never another process's file
         FA.ADAPTER_FOR_FORMAT[ar].write_examples(
-            tmp, ((None, ser) for ser in tf.data.TFRecordDataset(str(p)).as_numpy_iterator()))
+            tmp, ((None, ser) for ser in _records([str(p)])))
         os.replace(tmp, dst)
     if ar not in recorded:
         builder.info.add_alternative_file_format(ar)
