@@ -1,7 +1,7 @@
 """A small part of the fault suite (`python -m mumae_jax.faults`): a kill inside a metrics write, resumed.
 
-The child runs share the test session's compilation cache (conftest) and the reference runs in the test's
-process, so this costs two short child runs.
+The child run shares the test session's compilation cache (conftest); the runs without a fault (the
+reference and the resume) run in the test's process, so this costs one short child run.
 """
 import json
 
@@ -16,7 +16,7 @@ from mumae_jax.faults.runs import Suite, training_records
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    return Suite(tmp_path_factory.mktemp("faults"), log=lambda *a: None, timeout_s=300, in_process_reference=True)
+    return Suite(tmp_path_factory.mktemp("faults"), log=lambda *a: None, timeout_s=300, in_process=True)
 
 
 def test_kill_inside_a_metrics_write_resumes_bit_exact(suite):

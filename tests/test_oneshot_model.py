@@ -78,13 +78,13 @@ def _tasks(n):
 
 @pytest.mark.parametrize("task_chunks", [1, 4])
 def test_batched_tasks_equal_accumulated_per_task_gradients(task_chunks):
-    """32 tasks in one jitted step == the official loop: backward per task on loss/32, one SGD step,
-    running BN statistics updated task after task."""
+    """8 tasks in one jitted step == the official loop: backward per task on loss/8, one SGD step,
+    running BN statistics updated task after task (the official 32 tasks behave alike; 8 keep CI short)."""
     # CAM's softmax(·/0.025) turns float32 rounding (summation order) into ~1e-3 relative gradient
     # noise; a milder temperature keeps the comparison sharp. The batching under test is unchanged.
     c = tiny_oneshot_config()
     c.model.temperature = 0.5
-    model, num_tasks, lr = build(c), 32, 1.0  # lr 1: the update is the gradient, not lost in rounding
+    model, num_tasks, lr = build(c), 8, 1.0  # lr 1: the update is the gradient, not lost in rounding
     tasks = _tasks(num_tasks)
     mesh = sharding.make_mesh()
     tx = optax.sgd(lr)
@@ -117,7 +117,7 @@ def test_batched_tasks_equal_accumulated_per_task_gradients(task_chunks):
     expected = jax.tree.map(lambda p, g: p - lr * g, params0, acc)
     np.testing.assert_allclose(float(m["loss"]), total, rtol=1e-5)
     np.testing.assert_allclose(float(m["grad_norm"]), float(optax.tree.norm(acc)), rtol=2e-4)
-    # every leaf's update agrees to 1% in norm (dropping one task of 32 moves it by ~3%); float32
+    # every leaf's update agrees to 1% in norm (dropping one task of 8 moves it by ~12%); float32
     # summation order alone gives ~1e-4, more in the attention keys, whose exact gradient cancels
     flat_new = traverse_util.flatten_dict(jax.device_get(new["params"]), sep="/")
     flat_old = traverse_util.flatten_dict(params0, sep="/")

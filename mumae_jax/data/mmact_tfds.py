@@ -397,9 +397,14 @@ def _records(files: Sequence[str]) -> Iterator[bytes]:
             yield from tf.data.TFRecordDataset(f).as_numpy_iterator()
         except tf.errors.DataLossError as e:
             what = re.search(r"(corrupted|truncated) record at \d+", e.message)
-            raise ValueError(f"{f} is damaged ({what.group(0) if what else e.message.splitlines()[0][:200]}); prepare it again "
-                             f"(python -m mumae_jax.data.prepare_mmact rewrites shards whose sidecar "
-                             f"json is missing: delete {os.path.basename(f)[:-len('.tfrecord')]}.json)") from None
+            name = os.path.basename(f)
+            if name.startswith("clips-") and name.endswith(".tfrecord"):  # a prepare_mmact shard (SHARD_PATTERN)
+                fix = (f"prepare it again: python -m mumae_jax.data.prepare_mmact rewrites the shards whose sidecar "
+                       f"is missing (delete {name[:-len('.tfrecord')]}.json)")
+            else:  # a shard of the built TFDS dataset
+                fix = f"build the dataset again: delete {os.path.dirname(f)}"
+            raise ValueError(f"{f} is damaged ({what.group(0) if what else e.message.splitlines()[0][:200]}); "
+                             f"{fix}") from None
 
 
 def _builder(data_dir, config, prepared_dir=None, *, sensors=None, class_split_file=None,

@@ -74,11 +74,11 @@ def complete_checkpoints(workdir) -> list[int]:
 
 
 class Suite:
-    def __init__(self, root, *, log=print, timeout_s: float = 600, in_process_reference: bool = False):
-        """in_process_reference: run the uninterrupted reference in this process (it must see the same
-        devices as the children; saves a process start where jax is already imported, as in tests)."""
+    def __init__(self, root, *, log=print, timeout_s: float = 600, in_process: bool = False):
+        """in_process: the runs without a fault (the reference, the reruns) run in this process, which must
+        see the same devices as the children; saves a process start where jax is already imported (tests)."""
         self.root = Path(root)
-        self.in_process_reference = in_process_reference
+        self.in_process = in_process
         self.root.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.timeout_s = timeout_s
@@ -121,7 +121,34 @@ class Suite:
         return Run(proc.returncode, out, err, time.perf_counter() - proc.started)
 
     def run(self, workdir, **kw) -> Run:
+        if self.in_process and not (kw.get("inject") or kw.get("sets") or kw.get("file_size_limit")):
+            return self._run_here(workdir, kw.get("data", ""))
         return self.finish(self.start(workdir, **kw))
+
+    def _run_here(self, workdir, data: str) -> Run:
+        """A run without a fault in this process, its log lines captured as a child's stderr would be."""
+        import io
+        import logging
+
+        from mumae_jax import train
+        from mumae_jax.faults.child import suite_config
+
+        stream, logger = io.StringIO(), logging.getLogger("mumae_jax")
+        handler, level = logging.StreamHandler(stream), logger.level
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        t0, rc, out = time.perf_counter(), 0, ""
+        try:
+            result = train.train_and_evaluate(suite_config(data), str(workdir))
+            out = f"finished at step {result['step']}"
+        except Exception as e:  # noqa: BLE001 - reported like a child's last line
+            rc = 1
+            stream.write(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n")
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        return Run(rc, out, stream.getvalue(), time.perf_counter() - t0)
 
     def wait_for_step(self, proc, workdir, step: int) -> bool:
         """Polls until `workdir` has logged `step` (True) or the process ended (False)."""
@@ -155,15 +182,7 @@ class Suite:
         """Training records of an uninterrupted run on `data` ('' synthetic, 'mmact' the prepared copy)."""
         if data not in self._references:
             wd = self.workdir(f"reference-{data or 'synthetic'}")
-            if self.in_process_reference:
-                from mumae_jax import train
-                from mumae_jax.faults.child import suite_config
-
-                t0 = time.perf_counter()
-                train.train_and_evaluate(suite_config(self.prepared() if data else ""), str(wd))
-                run = Run(0, "", "", time.perf_counter() - t0)
-            else:
-                run = self.run(wd, data=self.prepared() if data else "")
+            run = self.run(wd, data=self.prepared() if data else "")
             records = training_records(wd)
             if run.rc != 0 or [r["step"] for r in records] != list(range(1, TOTAL_STEPS + 1)):
                 raise RuntimeError(f"the uninterrupted reference run failed (exit {run.rc}): {run.said('error')}")
