@@ -7,7 +7,8 @@
 #
 # Environment: PORT (default 12355), LOG_DIR (default DIR/logs; one process_<i>.log each),
 # PYTHON (default python3), MUMAE_JAX_INIT_TIMEOUT (default 300 s). On CPU each process has one device
-# unless XLA_FLAGS=--xla_force_host_platform_device_count=K is set.
+# unless XLA_FLAGS=--xla_force_host_platform_device_count=K is set. Its first line names the processes'
+# pids in process order: `kill -TERM` to any one of them makes all save the same step and stop.
 set -euo pipefail
 
 if [[ $# -lt 2 || ! $1 =~ ^[1-9][0-9]*$ ]]; then
@@ -36,7 +37,7 @@ for ((i = 0; i < num; i++)); do
     "$python" main.py "$@" >"$log_dir/process_$i.log" 2>&1 &
   pids+=("$!")
 done
-echo "started $num processes (coordinator 127.0.0.1:$port); logs in $log_dir"
+echo "started $num processes (pids ${pids[*]}; coordinator 127.0.0.1:$port); logs in $log_dir"
 
 status=0
 for i in "${!pids[@]}"; do

@@ -1,7 +1,7 @@
-"""Multi-host on one box: two `main.py` processes (launch/local_multiprocess.sh) on 127.0.0.1 (CPU, gloo) train the tiny config with the
-data split between them and log the same losses as one process on the whole batch; their checkpoint
-restores in a single process; a SIGTERM to one of them stops both at the same saved step; when to join a
-job, and a clear error when the coordinator is unreachable."""
+"""Multi-host on one box: two `main.py` processes (launch/local_multiprocess.sh) on 127.0.0.1 (CPU, gloo) train
+the tiny config with the data split between them; a SIGTERM to one of them stops both at the same saved step;
+they logged the same losses as one process on the whole batch, and their checkpoint restores in a single
+process. When to join a job, and a clear error when the coordinator is unreachable."""
 import os
 import re
 import signal
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from mumae_jax import distributed, metrics, pretrained
+from mumae_jax import config_files, distributed, metrics, pretrained, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/conftest.make_tiny_config as command-line overrides (what a user of main.py would type)
@@ -33,44 +33,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _main(workdir: str, devices: int, **env_extra) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu", **env_extra)
-    return subprocess.Popen([sys.executable, "main.py", *TINY, f"--workdir={workdir}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def _finish(proc: subprocess.Popen, what: str) -> str:
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, f"{what} failed:\n{out[-3000:]}"
     return out
 
 
-def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tmp_path):
+def test_a_launched_pair_stops_together_on_one_sigterm_and_matches_one_process(tmp_path):
+    """launch/local_multiprocess.sh starts two processes; only process 1 is signalled, and jax's preemption sync
+    makes both save the same step S and stop. The pair logged the losses of one process on the whole batch (this
+    test's 8 devices) stopped at S the same way, and its checkpoint restores here and equals that process's."""
     pair = str(tmp_path / "pair")
+    long_run = [a for a in TINY if not a.startswith(("--config.total_steps", "--config.checkpoint_every_steps"))]
+    long_run += ["--config.total_steps=5000", "--config.checkpoint_every_steps=5000"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
     env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu", PORT=str(_free_port()),
                PYTHON=sys.executable, MUMAE_JAX_INIT_TIMEOUT="120")
-    launcher = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *TINY, f"--workdir={pair}"], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=600)
-    assert launcher.returncode == 0, launcher.stdout + launcher.stderr
-    assert "started 2 processes" in launcher.stdout and "finished at step 3" in launcher.stdout
+    launcher = subprocess.Popen(["bash", "launch/local_multiprocess.sh", "2", *long_run, f"--workdir={pair}"],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = launcher.stdout.readline()
+    pids = re.match(r"started 2 processes \(pids (\d+) (\d+);", first)
+    assert pids, first
+    log = os.path.join(pair, "metrics.jsonl")
+    deadline = time.time() + 300
+    while not (os.path.exists(log) and os.path.getsize(log) > 0):  # training has started
+        assert time.time() < deadline and launcher.poll() is None, "the pair did not start"
+        time.sleep(0.2)
+    os.kill(int(pids.group(2)), signal.SIGTERM)
+    out = first + _finish(launcher, "the launcher")
+    stop = int(re.search(r"finished at step (\d+) \(stopped by SIGTERM\)", out).group(1))
+    assert stop < 5000, out
     for i in range(2):
         with open(os.path.join(pair, "logs", f"process_{i}.log"), encoding="utf-8") as f:
-            log = f.read()
-        assert f"joined a 2-process job as process {i} (explicit; 1 local / 2 global devices)" in log, log[-2000:]
-    single = str(tmp_path / "single")
-    _finish(_main(single, 2), "the single process")  # the same 2-device mesh, one process
+            text = f.read()
+        assert f"joined a 2-process job as process {i} (explicit; 1 local / 2 global devices)" in text, text[-2000:]
+        assert f"saved a checkpoint at step {stop} and stopping" in text, text[-2000:]
 
+    single = str(tmp_path / "single")  # the same configuration in this process, signalled at the same step
+    spec, overrides = long_run[0].split("=", 1)[1], long_run[1:]
+    config = config_files.load_config_file(os.path.join(ROOT, spec), overrides)
+    signal_at = lambda step: step == stop and os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
+    assert train.train_and_evaluate(config, single, step_hook=signal_at)["step"] == stop
     a, b = (metrics.read_jsonl(os.path.join(d, "metrics.jsonl")) for d in (pair, single))
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, stop + 1))
     np.testing.assert_allclose([r["loss"] for r in a], [r["loss"] for r in b], rtol=1e-5)
     np.testing.assert_allclose([r["grad_norm"] for r in a], [r["grad_norm"] for r in b], rtol=1e-4)
-
-    # the pair's checkpoint restores in this (single, 8-device) process and equals the single run's
-    _, p_pair, step = pretrained.load_params(pair)
-    _, p_single, _ = pretrained.load_params(single)
-    assert step == 3
+    (_, p_pair, step), (_, p_single, _) = (pretrained.load_params(d) for d in (pair, single))
+    assert step == stop
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
                  jax.device_get(p_pair), jax.device_get(p_single))
 
@@ -110,31 +119,3 @@ def test_bad_settings_are_named():
         distributed.maybe_initialize({"MUMAE_JAX_COORDINATOR": "127.0.0.1:1", "MUMAE_JAX_PROCESS_ID": "0"})
     with pytest.raises(ValueError, match="expected host:port"):
         distributed.wait_for_coordinator("nohost", 1, "p")
-
-
-def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path):
-    """Only process 1 is signalled; jax's preemption sync makes both save the same step and stop."""
-    workdir, port = str(tmp_path / "pair"), _free_port()
-    long_run = [a for a in TINY if not a.startswith(("--config.total_steps", "--config.checkpoint_every_steps",
-                                                     "--config.log_every_steps"))]
-    long_run += ["--config.total_steps=5000", "--config.checkpoint_every_steps=5000", "--config.log_every_steps=5"]
-    procs = []
-    for i in range(2):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
-        env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
-                   MUMAE_JAX_COORDINATOR=f"127.0.0.1:{port}", MUMAE_JAX_NUM_PROCESSES="2",
-                   MUMAE_JAX_PROCESS_ID=str(i), MUMAE_JAX_INIT_TIMEOUT="120")
-        procs.append(subprocess.Popen([sys.executable, "main.py", *long_run, f"--workdir={workdir}"], cwd=ROOT,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    log = os.path.join(workdir, "metrics.jsonl")
-    deadline = time.time() + 300
-    while not (os.path.exists(log) and os.path.getsize(log) > 0):  # training has started
-        assert time.time() < deadline and all(p.poll() is None for p in procs), "the pair did not start"
-        time.sleep(0.2)
-    procs[1].send_signal(signal.SIGTERM)
-    outs = [_finish(p, f"process {i}") for i, p in enumerate(procs)]
-    steps = [int(re.search(r"finished at step (\d+) \(stopped by SIGTERM\)", o).group(1)) for o in outs]
-    assert steps[0] == steps[1] < 5000, outs[0][-2000:]
-    assert all(f"saved a checkpoint at step {steps[0]} and stopping" in o for o in outs)
-    restored = pretrained.load_params(workdir)[2]
-    assert restored == steps[0]

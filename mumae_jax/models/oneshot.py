@@ -14,13 +14,15 @@ For one episode with S support and Q query clips (N = S + Q; 5+1 official, 5+5 T
 sample's own features and R (the paper's fusion ablation). By default the whole model is trained; the
 one-shot config's `freeze` holds chosen submodules fixed. `normalize_video` (default True) ImageNet-normalises the
 [0, 1] frames before the TimeSformer and the MAE encoder, as in pretraining; False feeds [0, 1] frames as
-the official code does (spec §5-E).
+the official code does (spec §5-E). `mae_dropout` p > 0 (not in the paper): in training, each episode's R
+is zeroed with probability p, so the unimodal branches must classify on their own too (eval keeps R).
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mumae_jax.models import cam
@@ -60,6 +62,7 @@ class MuMAEOneShot(nn.Module):
     cam_hidden: int = 6
     normalize_video: bool = True
     fusion_mode: str = "mae_query"
+    mae_dropout: float = 0.0
 
     def setup(self):
         self.cnns = {s: SensorCNN(out=self.sensor_dim, layout=self.sensor_layout, name=f"cnn_{s}")
@@ -111,6 +114,9 @@ class MuMAEOneShot(nn.Module):
         if extra:
             raise ValueError(f"the MAE encoder needs modalities {extra} that the one-shot model does not feed")
         encoded = self.encode(episode_samples(batch, names), deterministic=not train)
+        if train and self.mae_dropout > 0:  # the whole episode's R, one draw per episode (task)
+            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.mae_dropout)
+            encoded["mae"] = encoded["mae"] * keep.astype(encoded["mae"].dtype)
         return self.classify(encoded, batch["support_labels"], batch["query_labels"] if with_global else None, train)
 
 
