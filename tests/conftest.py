@@ -1,7 +1,11 @@
-"""Test set-up: 8 fake CPU devices, quiet TensorFlow, persistent compile cache (set before jax import)."""
+"""Test set-up (before jax is imported): 8 fake CPU devices, quiet TensorFlow, a persistent compile cache, and
+XLA's backend optimisation off: the tests run tiny shapes for a few steps, so compiling dominates, and LLVM at
+-O0 compiles about twice as fast. Results stay within float32 rounding of an optimised build; subprocesses get
+the same flags (FAST_COMPILE), so runs compared with each other are compiled alike."""
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import FAST_COMPILE
 from mumae_jax import config_files, distributed, metrics, pretrained, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +48,7 @@ def test_a_launched_pair_stops_together_on_one_sigterm_and_matches_one_process(t
     long_run = [a for a in TINY if not a.startswith(("--config.total_steps", "--config.checkpoint_every_steps"))]
     long_run += ["--config.total_steps=5000", "--config.checkpoint_every_steps=5000"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
-    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu", PORT=str(_free_port()),
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}", JAX_PLATFORMS="cpu", PORT=str(_free_port()),
                PYTHON=sys.executable, MUMAE_JAX_INIT_TIMEOUT="120")
     launcher = subprocess.Popen(["bash", "launch/local_multiprocess.sh", "2", *long_run, f"--workdir={pair}"],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

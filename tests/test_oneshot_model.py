@@ -226,6 +226,20 @@ def test_episode_head_on_clips_encoded_elsewhere_gives_the_models_logits():
     moved = model.apply(variables, swapped, ep["support_labels"], method=model.classify)["logits"]
     assert np.abs(np.asarray(moved) - np.asarray(want)).max() > 1e-4
 
+    # model.mae_dropout=1: in training every episode's R is zeroed before the fusion; eval keeps it
+    c = tiny_oneshot_config()
+    c.model.update(mae_dropout=1.0, mae_drop_path=0.0, video_drop_path=0.0)  # rate 0: train encodes as eval
+    dropped = build(c)
+    train_kw = dict(rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
+    got = dropped.apply(variables, ep, train=True, **train_kw)[0]["logits"]
+    labels = (ep["support_labels"], ep["query_labels"], True)
+    zeroed = dropped.apply(variables, {**encoded, "mae": 0 * encoded["mae"]}, *labels, method=dropped.classify,
+                           **train_kw)[0]["logits"]
+    kept = dropped.apply(variables, encoded, *labels, method=dropped.classify, **train_kw)[0]["logits"]
+    np.testing.assert_allclose(got, zeroed, rtol=1e-4, atol=1e-5)
+    assert np.abs(np.asarray(kept) - np.asarray(zeroed)).max() > 1e-4  # R matters when kept
+    np.testing.assert_array_equal(dropped.apply(variables, ep, with_global=False)["logits"], want)  # eval: kept
+
 
 def test_mae_pooling_modality_gives_one_block_per_modality_to_the_fusion():
     """model.mae_pooling='modality': R is one fc_norm'd block per modality ([N, 5·D] here), which the
