@@ -1,13 +1,13 @@
 """Mu-MAE one-shot stage: episodic training of the multimodal model from a pretraining checkpoint.
 
-Defaults follow the official one-shot code (spec §3): 5-way 1-shot episodes with ONE query (from a random
+Defaults follow the official one-shot code (docs/official_code.md §3): 5-way 1-shot episodes with ONE query (from a random
 class), 8 frames of 224² in [0, 1] and four 128-sample sensors; TimeSformer video encoder, one 1D CNN per
 sensor, the pretrained Mu-MAE encoder (unmasked input, mean-pool, fresh norm, drop path 0.1) giving the
 cross-attention queries, gated fusion, CAM classifier (τ = 7, α = 1); loss global CE + 0.5·few-shot CE;
 plain SGD lr 0.01 over all parameters, 32 tasks per update, 256,020 tasks (8,001 updates); evaluation
 every 3,200 tasks. Deviations, each an option: the MAE encoder and the TimeSformer are the size of the
 pretraining run and both start from its encoder (the official TimeSformer-B loads an image-MAE ViT-B of
-unknown origin, spec §5-A/B); frames are ImageNet-normalised (`model.normalize_video`, spec §5-E);
+unknown origin, docs/official_code.md §5-A/B); frames are ImageNet-normalised (`model.normalize_video`, docs/official_code.md §5-E);
 sensors enter the CNN transposed (`model.sensor_layout='official_view'` reproduces the reshape quirk);
 models are selected on VALIDATION classes and evaluated on a fixed, saved test episode list.
 
@@ -62,7 +62,7 @@ def get_config(arg=None):
                   pretrain_step=-1, pretrain_config="variant=S", tube_to_patch="sum")
     c.model_init = ""
 
-    # ---- model (spec §3.2-3.3) ----
+    # ---- model (docs/official_code.md §3.2-3.3) ----
     c.model = dict(mae_drop_path=0.1, video_drop_path=0.1, video_variant="", sensor_layout="transpose",
                    sensor_dim=64, fused_dim=768, channels=192, heads=4, scale_cls=7.0, alpha=1.0,
                    temperature=0.025, cam_hidden=6, normalize_video=True, loss_weight=0.5,
@@ -79,7 +79,7 @@ def get_config(arg=None):
     c.episodes = dict(way=5, shot=1, protocol="official", queries=1, seq_len=8, image_size=224, resize_to=256,
                       sensor_length=128, distinct_instances=True)
 
-    # ---- optimisation (spec §3.4) ----
+    # ---- optimisation (docs/official_code.md §3.4) ----
     c.lr = 0.01
     c.optimizer = "sgd"  # official: plain SGD; 'adam' (optax.adam, same lr field)
     # freeze: submodules held fixed (fnmatch patterns over mae, video, cnn_<sensor>, fusion, classifier),

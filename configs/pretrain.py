@@ -1,6 +1,6 @@
 """Mu-MAE pretraining (multimodal masked autoencoder on video + four wearable sensors).
 
-Defaults follow the official recipe (spec §2.8): ViT-B encoder, four 384-wide decoders of depth 4,
+Defaults follow the official recipe (docs/official_code.md §2.8): ViT-B encoder, four 384-wide decoders of depth 4,
 16 frames of 224² in 2×16×16 tubes (1568 tokens, tube masking 0.9 → 160 visible), four 128-sample
 sensor streams in 16 strided tokens (synchronized masking 0.9 → 2 visible each), loss
 video + 0.5·Σ sensors, AdamW (0.9, 0.95), wd 0.05 (not on biases, 1-D params, mask_token),
@@ -58,7 +58,7 @@ def get_config(arg=None):
     c.trainer = "pretrain"
     c.seed = 0
 
-    # ---- optimisation (spec §2.8) ----
+    # ---- optimisation (docs/official_code.md §2.8) ----
     c.batch_size = 64  # global batch: 32 per GPU × 2 GPUs in the official run
     c.base_lr = 1.5e-4
     c.min_lr = 1e-5

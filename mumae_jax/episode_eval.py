@@ -10,7 +10,7 @@ hits with `accuracy_with_ci` (1.96·std/√n, percentage points).
   final             the last checkpoint, on the test episodes;
   validation        the checkpoint with the best accuracy on the VALIDATION classes, on the test episodes;
   test_selected     only when asked: the maximum over all test evaluations, labelled
-                    "selected on test (paper protocol)" — what the official code reports (spec §5-I).
+                    "selected on test (paper protocol)" — what the official code reports (docs/official_code.md §5-I).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Episodic training and evaluation steps of the one-shot stage (no TensorFlow needed).
 
-The official loop (spec §3.4) runs one episode per forward/backward, accumulates gradients of
+The official loop (docs/official_code.md §3.4) runs one episode per forward/backward, accumulates gradients of
 loss / 32 over 32 episodes ("tasks") and then takes one SGD step (lr 0.01, no momentum, no weight decay).
 Here the 32 tasks of one update are a leading batch axis [T, ...] of every episode array and the
 per-task forward/backward is `jax.vmap`ped inside ONE jitted step (tasks sharded over the `data` mesh

@@ -61,7 +61,7 @@ def test_every_stage_has_the_documented_shape_on_real_episodes(protocol, num_que
     assert out["logits"].shape == (num_query, 5) and out["cls_scores"].shape == (num_query, 5, 4)
     assert out["global_logits"].shape == (num_query, 33, 4)
     assert np.isfinite(float(oneshot.episode_loss(out, ep)))
-    # the channel-position view is the spec's reshape of the fused features: index c*4 + pos
+    # the channel-position view is the official reshape of the fused features (docs/official_code.md §3.3): index c*4 + pos
     np.testing.assert_array_equal(cam.to_channel_positions(f, 16)[:, 3, 0, 1, 0], f[:, 3 * 4 + 2])
 
 

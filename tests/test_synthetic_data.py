@@ -5,7 +5,7 @@ import pytest
 from mumae_jax.data import sensor_ops, synthetic
 from mumae_jax.data.synthetic import ClipRef, SyntheticMMAct
 
-# spec §1.3, one-shot split 3
+# docs/official_code.md §1.3, one-shot split 3
 SPEC_BASE = {"closing", "crouching", "entering", "fall", "jumping", "loitering", "looking_around", "opening",
              "pushing", "running", "throwing", "picking_up", "standing", "talking", "talking_on_phone",
              "using_phone", "drinking", "pocket_in", "pocket_out", "sitting", "sitting_down", "standing_up",

@@ -2,7 +2,7 @@
 
 Episodes come from an episode list (`episodes.make_episode_list` / a saved file): evaluation uses a
 fixed, saved list; training uses a long seeded list. Each clip is processed as in the official one-shot
-code (spec §1.5): `seq_len` frames spread over the whole clip (`video_ops.episode_frame_indices`: random
+code (docs/official_code.md §1.5): `seq_len` frames spread over the whole clip (`video_ops.episode_frame_indices`: random
 jitter when training, the deterministic centre window at evaluation), short side -> `resize_to`
 (bilinear), a whole-clip horizontal flip with p=0.5 when training, centre crop `image_size`, [0, 1]
 (no ImageNet normalisation); each sensor min-max normalised per axis and resampled to `sensor_length`.

@@ -1,12 +1,12 @@
 """Fixed, seeded, saved one-shot episode lists (N-way K-shot). numpy, the standard library, etils.epath.
 
-The official Mu-MAE code (spec §3.1, §3.4, §5-I/K) draws 10,000 *fresh* random meta-test episodes at
+The official Mu-MAE code (docs/official_code.md §3.1, §3.4, §5-I/K) draws 10,000 *fresh* random meta-test episodes at
 every evaluation, so two runs never score the same tasks. Here an episode list is drawn once from a
 seed, written to a JSON file with a header that records how it was drawn and a fingerprint of the
 clips it was drawn from, and re-read by every evaluation.
 
 Protocols (`sample_episode`):
-- 'official' (Mu-MAE, spec §3.1): `way` distinct classes; `shot` support clips per class with episode
+- 'official' (Mu-MAE, docs/official_code.md §3.1): `way` distinct classes; `shot` support clips per class with episode
   labels 0..way-1; ONE class is flagged at random and `queries` query clips (official default 1) are
   drawn from that class only. So a 5-way 1-shot episode has 5 support clips and 1 query.
 - 'trx' (TRX): `queries` query clips from every one of the `way` classes.

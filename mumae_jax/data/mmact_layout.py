@@ -2,7 +2,7 @@
 
 No TensorFlow here (numpy only), so worker processes of `prepare_mmact` import it cheaply.
 
-Layout (spec §1.1):
+Layout (docs/official_code.md §1.1):
 - video:  `.../subjectN/camK/sceneS/sessionT/<action>.mp4`
 - sensor: `.../<sensor>_clip/subjectN/sceneS/sessionT/<action>.csv`; CSV without a header, 4 columns
   `timestamp, x, y, z`. One recording per (subject, scene, session, action) instance, shared by every

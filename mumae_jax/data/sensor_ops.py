@@ -1,4 +1,4 @@
-"""The official Mu-MAE sensor preprocessing (spec §1.4, §6 item 9), in numpy.
+"""The official Mu-MAE sensor preprocessing (docs/official_code.md §1.4, §6 item 9), in numpy.
 
 Per file and per axis min-max normalisation to [0, 1], then resampling to a fixed number of samples
 with `floor(linspace(0, L - 1, n))`. Each sensor is stretched independently, whatever its rate.

@@ -1,4 +1,4 @@
-"""TensorFlow versions of the official sensor preprocessing (spec §1.4 step 2-3, §6 item 9), for tf.data.
+"""TensorFlow versions of the official sensor preprocessing (docs/official_code.md §1.4 step 2-3, §6 item 9), for tf.data.
 
 Numerically equal to the numpy reference `mumae_jax.data.sensor_ops` (same float64 arithmetic, then
 float32), including its one deviation from the official code: an axis that is constant over the file

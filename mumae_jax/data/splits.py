@@ -9,7 +9,7 @@ not depend on the order of the input, and the rules work the same on MMAct, on t
 on users' own data.
 
 Class splits (`ClassSplit`):
-- `mumae_split3()`: the official Mu-MAE one-shot split 3 (spec §1.3): 23 base / 10 novel classes and
+- `mumae_split3()`: the official Mu-MAE one-shot split 3 (docs/official_code.md §1.3): 23 base / 10 novel classes and
   no validation classes. The official code selects its model on the test (novel) classes.
 - `mumae_split3_with_validation(num_val=5, seed=0)`: our recommended default. It moves `num_val` of the
   23 base classes to a validation set by a seeded hash rule (`validation_class_rule`), leaving 18
@@ -40,7 +40,7 @@ __all__ = [
     "meta_split", "pretrain_split", "pretrain_val_score", "cross_subject", "cross_view",
 ]
 
-# Spec §1.3 (parsed from the official trainlist03.txt / testlist03.txt).
+# docs/official_code.md §1.3 (parsed from the official trainlist03.txt / testlist03.txt).
 MUMAE_SPLIT3_BASE = (
     "closing", "crouching", "drinking", "entering", "fall", "jumping", "loitering", "looking_around",
     "opening", "picking_up", "pocket_in", "pocket_out", "pushing", "running", "sitting", "sitting_down",
@@ -52,7 +52,7 @@ MUMAE_SPLIT3_NOVEL = (
 )
 
 # MMAct protocols. These defaults are OUR rule (the ICCV'19 paper's exact subject / camera lists are
-# not in the spec): cross-subject trains on subjects 1-16 and tests on the others (17-20 in MMAct);
+# not available to us): cross-subject trains on subjects 1-16 and tests on the others (17-20 in MMAct);
 # cross-view tests on camera 4 and trains on the others (1-3).
 DEFAULT_TRAIN_SUBJECTS = tuple(range(1, 17))
 DEFAULT_TEST_CAMERAS = (4,)

@@ -18,7 +18,7 @@ recording perturbs amplitudes, phases, timings and posture; each subject has its
 each camera its viewpoint and light.
 
 Everything is a pure function of (seed, class, subject, scene, session, camera); `num_subjects` etc. only
-decide which clips are listed. Layout follows MMAct: 33 classes (23 base / 10 novel, spec §1.3), scenes
+decide which clips are listed. Layout follows MMAct: 33 classes (23 base / 10 novel, docs/official_code.md §1.3), scenes
 1-4 (desk classes only in scene 3), cameras 1-4 at the four corners, one sensor recording per
 (subject, scene, session, action) instance shared by all of its cameras. numpy only.
 """
@@ -41,7 +41,7 @@ from mumae_jax.data import synthetic_render as raster
 # Classes, sensors, layout
 # ----------------------------------------------------------------------------------------------------
 
-# The Mu-MAE split 3 class lists (spec §1.3) are defined once, in splits.py.
+# The Mu-MAE split 3 class lists (docs/official_code.md §1.3) are defined once, in splits.py.
 BASE_CLASSES = MUMAE_SPLIT3_BASE
 NOVEL_CLASSES = MUMAE_SPLIT3_NOVEL
 CLASSES = tuple(sorted(BASE_CLASSES + NOVEL_CLASSES))  # index = global class id (carrying=0 … waving_hand=32)

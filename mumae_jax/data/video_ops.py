@@ -1,4 +1,4 @@
-"""TensorFlow video preprocessing ops for tf.data (spec §1.4 pretraining, §1.5 one-shot, §6 item 17).
+"""TensorFlow video preprocessing ops for tf.data (docs/official_code.md §1.4 pretraining, §1.5 one-shot, §6 item 17).
 
 Conventions shared by every op:
 - A clip is `frames [T, H, W, 3]`, uint8 or float, pixel values on the 0..255 scale; T, H and W may be
@@ -82,7 +82,7 @@ def sample_frames(frames, indices) -> tf.Tensor:
 
 def pretrain_frame_indices(num_frames_in_video, num_frames: int = 16, stride: int = 2, *, seed,
                            pad_mode: str = "official") -> tf.Tensor:
-    """Pretraining sampling (spec §1.4; TSN with 1 segment, skip_length = num_frames * stride) → int32 [num_frames].
+    """Pretraining sampling (docs/official_code.md §1.4; TSN with 1 segment, skip_length = num_frames * stride) → int32 [num_frames].
 
     start ~ U{0 .. max(0, n - num_frames * stride)}; index i is start + stride * i while it is in range.
     pad_mode="official" (default) reproduces the official loader exactly: the index only advances while
@@ -119,7 +119,7 @@ def episode_frame_window(n, seq_len: int = 8, seed=None):
 
 
 def episode_frame_indices(n, seq_len: int = 8, seed=None) -> tf.Tensor:
-    """One-shot TRX-style linspace sampling (spec §1.5) → int32 [seq_len].
+    """One-shot TRX-style linspace sampling (docs/official_code.md §1.5) → int32 [seq_len].
 
     pad = int(min(5, (n - seq_len) / 2)). If pad < 1 (this covers n == seq_len, where it takes every
     frame): start = 0, end = n - 1. Otherwise with a seed (training, and the official test time, which
@@ -145,7 +145,7 @@ def multiscale_crop_candidates(height, width, output_size: int = 224,
     """Candidate crop sizes → (crop_w int32 [P], crop_h int32 [P]) in the official pair order.
 
     base = min(H, W); sizes = int(base * s) per scale, each snapped to output_size when within 3 px
-    (|size - output_size| < 3, as TSN/VideoMAE's GroupMultiScaleCrop; the spec does not mention it).
+    (|size - output_size| < 3, as TSN/VideoMAE's GroupMultiScaleCrop; docs/official_code.md §1.4 leaves it out).
     Pairs (w = sizes[j], h = sizes[i]) for i (outer) and j (inner) with |i - j| <= max_distort.
     """
     base = tf.minimum(tf.cast(height, tf.int32), tf.cast(width, tf.int32))
@@ -203,7 +203,7 @@ def resize_short_side(frames, size: int = 256, antialias: bool = True) -> tf.Ten
     """Bilinear resize so the short side is `size`: [T, H, W, C] → [T, H', W', C], same dtype.
 
     The long side is int(size * long / short) (videotransforms' rule; truncation). Bilinear is what
-    the official Resize really does (its flag swap, spec §6 item 17).
+    the official Resize really does (its flag swap, docs/official_code.md §6 item 17).
     """
     frames = _frames(frames)
     shape = tf.shape(frames)
@@ -254,7 +254,7 @@ def imagenet_normalize(frames) -> tf.Tensor:
 # ----------------------------------------------------------------------------------------------------
 
 def pretrain_clip_transform(frames, seed, output_size: int = 224) -> tf.Tensor:
-    """Pretraining clip (spec §1.4): frames [T, H, W, 3] → float32 [T, S, S, 3].
+    """Pretraining clip (docs/official_code.md §1.4): frames [T, H, W, 3] → float32 [T, S, S, 3].
 
     GroupMultiScaleCrop(S, scales (1, .875, .75, .66), max_distort 1, 13 positions), then [0, 1] and
     ImageNet mean/std. No flip, no colour jitter.
@@ -265,7 +265,7 @@ def pretrain_clip_transform(frames, seed, output_size: int = 224) -> tf.Tensor:
 
 def oneshot_clip_transform(frames, flip_seed: Optional[tf.Tensor] = None, resize_to: int = 256,
                            crop_size: int = 224) -> tf.Tensor:
-    """One-shot clip (spec §1.5): frames [T, H, W, 3] → float32 [T, crop, crop, 3] in [0, 1].
+    """One-shot clip (docs/official_code.md §1.5): frames [T, H, W, 3] → float32 [T, crop, crop, 3] in [0, 1].
 
     Short side → 256 (bilinear), whole-clip horizontal flip with p=0.5 when `flip_seed` is given
     (training), centre crop 224, x / 255. No ImageNet normalisation.

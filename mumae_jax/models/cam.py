@@ -1,4 +1,4 @@
-"""CAM one-shot classifier ("self + cross" attention, CAN/MASTAF style) for Mu-MAE (spec §3.3).
+"""CAM one-shot classifier ("self + cross" attention, CAN/MASTAF style) for Mu-MAE (docs/official_code.md §3.3).
 
 Features are C channels at P positions ([N, C, P]; Mu-MAE: C = 192, P = 1·2·2 = 4). For a correlation
 matrix R [.., P_a, P_b] of cosines between L2-normalised channel vectors the attention map is

@@ -1,8 +1,8 @@
 """Mu-MAE one-shot fusion head: MAE->query projections, episode cross-attention, gated concat fusion.
 
-Spec §3.2 items 4-6, §5-H, §6 items 11-12. All rows are the N samples of ONE episode (support then query,
+docs/official_code.md §3.2 items 4-6, §5-H, §6 items 11-12. All rows are the N samples of ONE episode (support then query,
 e.g. N = 6 for 5+1, N = 10 for TRX 5+5). The cross-attention runs ACROSS those N samples, so the output for a
-sample depends on every other sample of the episode (transductive, spec §5-H).
+sample depends on every other sample of the episode (transductive, docs/official_code.md §5-H).
 
   R [N, 384] --QueryProjections--> Q~_m [N, d_m]                          (Linear, no bias)
   Q~_m, U_m [N, d_m] --EpisodeCrossAttention(d_m, 4)--> O_m [N, d_m]      (one per modality)

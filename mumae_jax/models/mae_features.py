@@ -1,6 +1,6 @@
 """The pretrained Mu-MAE encoder as a feature extractor (one-shot stage and frozen-feature evaluators).
 
-Spec §3.2 item 3, §6 item 10. Every token is visible (no masking):
+docs/official_code.md §3.2 item 3, §6 item 10. Every token is visible (no masking):
 
   video [N, T, H, W, 3] in [0, 1] --(ImageNet normalisation, see `normalize_video`)--> TubeEmbed + PE
       8 frames of 224²: 4·196 = 784 tokens (the sin-cos table is built for the actual token count)
@@ -27,7 +27,7 @@ pretraining checkpoint loads by name (`load_pretrained`). The pretrained final `
 (the official fine-tuning model replaces it by Identity under mean pooling); `fc_norm*` start fresh.
 
 `normalize_video`: the official one-shot code feeds [0, 1] frames to the MAE encoder although it was
-pretrained on ImageNet-normalised frames (spec §5-E). True (default) applies the pretraining
+pretrained on ImageNet-normalised frames (docs/official_code.md §5-E). True (default) applies the pretraining
 normalisation (`spec.input_mean/std`) inside the model; False reproduces the official behaviour.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Mu-MAE one-shot episodic model (spec §3.2-3.3): one episode in, few-shot and global logits out.
+"""The Mu-MAE one-shot episodic model (docs/official_code.md §3.2-3.3): one episode in, few-shot and global logits out.
 
 For one episode with S support and Q query clips (N = S + Q; 5+1 official, 5+5 TRX):
 
@@ -14,7 +14,7 @@ For one episode with S support and Q query clips (N = S + Q; 5+1 official, 5+5 T
 sample's own features and R (the paper's fusion ablation). By default the whole model is trained; the
 one-shot config's `freeze` holds chosen submodules fixed. `normalize_video` (default True) ImageNet-normalises the
 [0, 1] frames before the TimeSformer and the MAE encoder, as in pretraining; False feeds [0, 1] frames as
-the official code does (spec §5-E). `mae_dropout` p > 0 (not in the paper): in training, each episode's R
+the official code does (docs/official_code.md §5-E). `mae_dropout` p > 0 (not in the paper): in training, each episode's R
 is zeroed with probability p, so the unimodal branches must classify on their own too (eval keeps R).
 """
 from __future__ import annotations
@@ -121,6 +121,6 @@ class MuMAEOneShot(nn.Module):
 
 
 def episode_loss(out: Mapping[str, jnp.ndarray], batch: Mapping[str, jnp.ndarray], weight: float = 0.5):
-    """Global CE (true global class of each query) + weight × per-position few-shot CE (spec §3.3)."""
+    """Global CE (true global class of each query) + weight × per-position few-shot CE (docs/official_code.md §3.3)."""
     real = jnp.take(batch["global_labels"], batch["query_labels"])
     return cam.cam_loss(out["global_logits"], real, out["cls_scores"], batch["query_labels"], weight)

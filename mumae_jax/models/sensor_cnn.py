@@ -1,4 +1,4 @@
-"""Sensor unimodal encoder of the Mu-MAE one-shot model (`SensorCNN(3, 16, 64)`, spec §3.2 item 2).
+"""Sensor unimodal encoder of the Mu-MAE one-shot model (`SensorCNN(3, 16, 64)`, docs/official_code.md §3.2 item 2).
 
 Input is one sensor clip [N, L=128, C=3] (our pipeline layout; the official tensor is [N, 128, 1, 3],
 which is accepted too). Forward:
@@ -13,7 +13,7 @@ which is accepted too). Forward:
   'transpose'     (default, correct) channel c = sensor axis c, time t = sample t, i.e. x.transpose(0, 2, 1).
   'official_view' reproduce the official `x.view(N, 3, 128)` of the [N, 128, 1, 3] memory: a raw row-major
                   reshape, so channel c, time t reads flat[c * 128 + t] of the (128, 3) clip (time and axes
-                  mixed; spec §6 item 2).
+                  mixed; docs/official_code.md §6 item 2).
 
 Parameter layout (for converting PyTorch weights): `conv.kernel` [k=3, in=3, out=16] = torch
 `weight.permute(2, 1, 0)`; `fc.kernel` [1008, 64] = torch `weight.T` with rows in the same channel-major order,

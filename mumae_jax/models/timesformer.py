@@ -1,10 +1,10 @@
-"""TimeSformer with divided space-time attention: the one-shot stage's video encoder (spec §3.2 item 1).
+"""TimeSformer with divided space-time attention: the one-shot stage's video encoder (docs/official_code.md §3.2 item 1).
 
 Follows the mx-mark VideoTransformer-pytorch TimeSformer used by the official one-shot code
 (`OS/models/video_transformer.py`, `transformer.py`, `weight_init.py`):
   tokens  = Conv2d patch embedding of every frame            [N, T, P, D]   (P = (image_size/patch)^2)
   patch   = tokens + pos_embed[1:] (per patch) + time_embed (per frame)
-  cls     = cls_token + pos_embed[0]                          (no temporal PE: spec §6 item 18)
+  cls     = cls_token + pos_embed[0]                          (no temporal PE: docs/official_code.md §6 item 18)
   x       = concat(cls, patches in (t, p) order)              [N, 1 + T*P, D]
   block   : temporal attention over the T tokens of each patch position (CLS not involved),
             x += temporal_fc(DropPath(MHA(LN(.))))    with temporal_fc zero-initialised;
@@ -21,7 +21,7 @@ Initialisation as the reference: cls_token and pos_embed trunc-normal(0.02), tim
 kaiming-normal(fan_in, relu) with zero bias, in-projection xavier-uniform with zero bias, out projection
 PyTorch-default kernel with zero bias, MLP PyTorch-default Linear, temporal_fc zero kernel and bias.
 
-Initialising from a Mu-MAE encoder (`init_from_mae`; spec §5-B). The official `init_from_mae_pretrain_`
+Initialising from a Mu-MAE encoder (`init_from_mae`; docs/official_code.md §5-B). The official `init_from_mae_pretrain_`
 expects an image MAE with a Conv2d patch embedding; a Mu-MAE video encoder has a Conv3d tube kernel
 [pt, ph, pw, C, D]. It is turned into a Conv2d kernel [ph, pw, C, D] by summing over the pt temporal taps
 ("sum", default: on a static clip each frame token then equals the pretrained tube token) or averaging them
