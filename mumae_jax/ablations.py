@@ -26,7 +26,7 @@ from etils import epath
 from flax import traverse_util
 
 from mumae_jax import anchors, frozen_eval
-from mumae_jax.config_files import load_config_file, split_overrides
+from mumae_jax.config_files import load_config_file, packaged, split_overrides
 from mumae_jax.data import episodes as E
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def run(config, workdir: str) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mumae_jax.ablations", description=__doc__.split("\n")[0],
                                 epilog="--config.x=y overrides of --config are accepted as by main.py.")
-    p.add_argument("--config", default="configs/ablations.py:runlocal",
+    p.add_argument("--config", default=packaged("ablations.py:runlocal"),
                    help="ablation config file[:args] (default: %(default)s)")
     p.add_argument("--workdir", required=True, help="where the runs, the episode list and the table go")
     a, overrides = split_overrides(p, argv)

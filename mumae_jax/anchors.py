@@ -31,7 +31,7 @@ import numpy as np
 from etils import epath
 
 from mumae_jax import fewshot_probes, frozen_eval
-from mumae_jax.config_files import load_config_file, split_overrides
+from mumae_jax.config_files import load_config_file, packaged, split_overrides
 from mumae_jax.data import episodes as E
 
 GROUPS = ("video", "sensors", "all")
@@ -121,7 +121,7 @@ def format_table(results: Mapping[str, Any], groups: Sequence[str], probes: Sequ
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mumae_jax.anchors", description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="configs/pretrain.py:runlocal",
+    p.add_argument("--config", default=packaged("pretrain.py:runlocal"),
                    help="pretraining config file[:args] whose data, modalities and geometry are used "
                         "(default: %(default)s)")
     p.add_argument("--episodes", default="", help="episode list file (otherwise drawn, see --part)")

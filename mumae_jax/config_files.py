@@ -7,6 +7,16 @@ import warnings
 from typing import Optional, Sequence
 
 
+def packaged(spec: str) -> str:
+    """`name.py[:args]` of a config inside the installed package (`mumae_jax/configs/`), as a path a
+    `--config` flag accepts: command defaults that work from any folder."""
+    import os
+
+    from mumae_jax import configs
+
+    return os.path.join(os.path.dirname(configs.__file__), spec)
+
+
 def load_config_file(spec: str, overrides: Sequence[str] = ()):
     """The ml_collections config of `path[:arg]` with `--config.x=y` overrides, as main.py's --config."""
     from absl import flags

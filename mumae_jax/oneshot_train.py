@@ -52,7 +52,7 @@ def pretrain_config(config):
         raise ValueError("config.init.mae='pretrained' / init.video='mae' need config.model_init (older name: "
                          "config.init.pretrain_workdir), a pretraining workdir or a converted checkpoint; use "
                          "configs/oneshot.py:init=random for random initialisation")
-    from configs import pretrain
+    from mumae_jax.configs import pretrain
 
     return pretrain.get_config(config.init.pretrain_config)
 

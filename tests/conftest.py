@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 
 def make_tiny_config(**overrides):
     """configs/pretrain.py:tiny (4×32² video, 2-layer 64-wide ViT, 6 steps) with top-level overrides."""
-    from configs import pretrain
+    from mumae_jax.configs import pretrain
 
     c = pretrain.get_config("tiny")
     for k, v in overrides.items():

@@ -1,7 +1,7 @@
 """Configs: every argument builds, overrides work, bad values fail at start with clear messages."""
 import pytest
 
-from configs import pretrain
+from mumae_jax.configs import pretrain
 from mumae_jax.models import mae
 
 
@@ -95,7 +95,7 @@ def test_inconsistent_sensor_settings_fail():
 def test_oneshot_recipes():
     """recipe=measured (default) changes only the runlocal one-shot optimisation; recipe=paper and every
     full-size config keep the official one (SGD over every parameter, official episodes)."""
-    from configs import oneshot
+    from mumae_jax.configs import oneshot
 
     def recipe(arg):
         c = oneshot.get_config(arg)

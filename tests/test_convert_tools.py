@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from configs import oneshot as oneshot_config
+from mumae_jax.configs import oneshot as oneshot_config
 from conftest import make_tiny_config
 from mumae_jax import model_init, oneshot_train, pretrained, train, train_state
 from mumae_jax.models import mae, timesformer

@@ -1,7 +1,7 @@
 """The analytic FLOP count (mumae_jax/flops.py) against XLA's cost analysis of the real training step."""
 import pytest
 
-from configs import pretrain
+from mumae_jax.configs import pretrain
 from conftest import make_tiny_config
 from mumae_jax import flops
 

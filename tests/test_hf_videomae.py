@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from configs import pretrain
+from mumae_jax.configs import pretrain
 from mumae_jax import losses
 from mumae_jax.models import mae, posemb, tokenizers, vit
 from mumae_jax.tools import hf_keys as hk

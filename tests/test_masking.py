@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import pretrain
+from mumae_jax.configs import pretrain
 from mumae_jax.models import masking, modality
 
 

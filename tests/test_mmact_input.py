@@ -105,7 +105,7 @@ def test_missing_dir_and_unknown_split_fail_clearly(prepared, tmp_path):
 
 
 def test_pretrains_on_prepared_data(prepared, tiny_config, tmp_path):
-    from configs import pretrain
+    from mumae_jax.configs import pretrain
 
     c = pretrain.get_config("runlocal,data=mmact")
     tiny_config.data, tiny_config.augment = c.data, c.augment  # MMAct: the official multi-scale crop

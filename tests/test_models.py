@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import pretrain
+from mumae_jax.configs import pretrain
 from mumae_jax import train_state
 from mumae_jax.models import mae
 

@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from configs import oneshot as oneshot_config
+from mumae_jax.configs import oneshot as oneshot_config
 from conftest import make_tiny_config
 from mumae_jax import episodic, sharding
 from mumae_jax.data import episode_input, episodes, splits, synthetic

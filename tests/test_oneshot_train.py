@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import oneshot as oneshot_config
+from mumae_jax.configs import oneshot as oneshot_config
 from conftest import make_tiny_config
 from mumae_jax import episode_eval, metrics, oneshot_train, pictures, train
 from mumae_jax.data import episodes as E

@@ -24,7 +24,6 @@ decide which clips are listed. Layout follows MMAct: 33 classes (23 base / 10 no
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import threading
@@ -999,18 +998,6 @@ class SyntheticMMAct:
                 rgb = (0.5 + np.float32(self.scene_contrast) * (rgb - 0.5)).astype(np.float32)
             return rgb, depth
         return self._backgrounds.get((clip.scene, clip.camera, view, H, W), make)
-        rgb, depth = raster.render_background(self._scene(clip.scene), self._camera(clip.scene, clip.camera), view, H, W)
-        if self.scene_contrast != 1.0:
-            rgb = (0.5 + np.float32(self.scene_contrast) * (rgb - 0.5)).astype(np.float32)
-        value = (rgb, depth)
-        with self._lock:
-            if key not in self._backgrounds:
-                self._backgrounds[key] = value
-                self._background_bytes += value[0].nbytes + value[1].nbytes
-                while self._background_bytes > self.BACKGROUND_CACHE_BYTES and len(self._backgrounds) > 1:
-                    old = self._backgrounds.popitem(last=False)[1]
-                    self._background_bytes -= old[0].nbytes + old[1].nbytes
-            return self._backgrounds[key]
 
     def _noise_tile(self, H: int, W: int) -> np.ndarray:
         def make():

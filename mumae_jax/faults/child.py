@@ -22,14 +22,12 @@ CHECKPOINT_EVERY = 10
 
 
 def suite_config(data_dir: str = "", sets=()):
-    """configs/pretrain.py:tiny (synthetic, or prepared MMAct-layout data in `data_dir`) at the suite's
+    """mumae_jax/configs/pretrain.py:tiny (synthetic, or prepared MMAct-layout data in `data_dir`) at the suite's
     schedule; `sets` are `key=value` overrides of nested fields (values parsed as Python literals)."""
     import ast
 
-    try:
-        from configs import pretrain
-    except ImportError as e:
-        raise ImportError("the fault suite reads configs/pretrain.py: run it from the mumae_jax checkout") from e
+    from mumae_jax.configs import pretrain
+
     c = pretrain.get_config("tiny" + (",data=mmact" if data_dir else ""))
     c.total_steps, c.warmup_steps = TOTAL_STEPS, 5
     c.checkpoint_every_steps, c.keep_checkpoints, c.log_every_steps = CHECKPOINT_EVERY, 3, 1

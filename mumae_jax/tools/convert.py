@@ -69,7 +69,7 @@ def _heads(width: int, given: int, what: str) -> int:
 
 def official_pretrain_config(sd: Mapping[str, Any], a, encoder_only: bool):
     """A pretraining config describing an official Mu-MAE / VideoMAE state dict (sizes from the weights)."""
-    from configs import pretrain
+    from mumae_jax.configs import pretrain
 
     need = ["encoder.patch_embed.proj.weight", "encoder.blocks.0.mlp.fc1.weight"]
     if not encoder_only:
@@ -159,7 +159,7 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
         if hf_cfg is None:
             raise ValueError(f"{src}: a Hugging Face state dict needs its config.json: pass the save_pretrained "
                              "folder or --hf_config")
-        from configs import pretrain
+        from mumae_jax.configs import pretrain
 
         encoder_only = not any(k.startswith("decoder.") for k in sd)
         config = pretrain.get_config("modalities=video")
