@@ -176,7 +176,7 @@ def predict_clip(workdir: str, step: int = -1, example: int = 0, seed: int = 0):
     The decoders reconstruct every masked token (decoder_ratio is set to 1: same parameters)."""
     import jax
 
-    from mumae_jax import pretrained, train
+    from mumae_jax import pretrained
     from mumae_jax.data import input_pipeline
     from mumae_jax.models import mae, masking
 
@@ -188,7 +188,7 @@ def predict_clip(workdir: str, step: int = -1, example: int = 0, seed: int = 0):
     batches, _ = input_pipeline.build_pretrain_input(
         config.data, frame_stride=config.input.frame_stride, global_batch_size=1, seed=config.seed,
         process_index=0, process_count=1, start_step=example, augment=config.get("augment"),
-        **train.input_geometry(model))
+        **input_pipeline.input_geometry(model.specs))
     batch = next(batches)
     batches.close()
     inputs = {s.name: np.asarray(batch[s.name]) for s in model.specs}

@@ -77,19 +77,6 @@ class _StopOnSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def input_geometry(model):
-    """Shapes the pretraining input pipeline needs for `model` (one video modality, sensors of one length)."""
-    video = [s for s in model.specs if s.kind == "video"]
-    sensors = [s for s in model.specs if s.kind == "sensor"]
-    if len(video) != 1:
-        raise ValueError("the pretraining input pipeline feeds exactly one video modality")
-    lengths = {s.input_shape[0] for s in sensors}
-    if len(lengths) > 1:
-        raise ValueError(f"all sensor modalities must have the same length, got {sorted(lengths)}")
-    return dict(num_frames=video[0].input_shape[0], image_size=video[0].input_shape[1],
-                sensor_length=lengths.pop() if lengths else 128, sensors=tuple(s.name for s in sensors))
-
-
 def _raise_if_nonfinite(state):
     bad = int(jax.device_get(state["nonfinite_step"]))
     if bad >= 0:
@@ -188,7 +175,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
             raise ValueError(f"config.{field}={config[field]} must be >= 1")
 
     # Data size first: durations may be given in epochs.
-    geometry = input_geometry(model)
+    geometry = input_pipeline.input_geometry(model.specs)
     num_examples = input_pipeline.num_examples(config.data, geometry["sensors"])
     total = duration_steps(config, "total", num_examples)
     warmup = duration_steps(config, "warmup", num_examples)

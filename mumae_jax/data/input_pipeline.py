@@ -189,6 +189,20 @@ def sensors_augmented(augment: Mapping) -> bool:
     return float(augment["sensor_time_crop"]) < 1.0 or float(augment["sensor_rotation_deg"]) > 0.0
 
 
+def input_geometry(specs) -> dict:
+    """The keyword arguments of `build_pretrain_input` that the modality specs fix (one video modality, sensors of
+    one length): num_frames, image_size, sensor_length, sensors."""
+    video = [s for s in specs if s.kind == "video"]
+    sensors = [s for s in specs if s.kind == "sensor"]
+    if len(video) != 1:
+        raise ValueError("the pretraining input pipeline feeds exactly one video modality")
+    lengths = {s.input_shape[0] for s in sensors}
+    if len(lengths) > 1:
+        raise ValueError(f"all sensor modalities must have the same length, got {sorted(lengths)}")
+    return dict(num_frames=video[0].input_shape[0], image_size=video[0].input_shape[1],
+                sensor_length=lengths.pop() if lengths else 128, sensors=tuple(s.name for s in sensors))
+
+
 def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_size: int,
                          sensor_length: int, sensors: Sequence[str], global_batch_size: int,
                          seed: int, start_step: int = 0, process_index: int = 0,
