@@ -227,5 +227,5 @@ def make_clip_eval_steps(model: MuMAEOneShot, mesh, state_sh) -> tuple[Callable,
 
 
 def stack_tasks(episodes) -> dict[str, np.ndarray]:
-    """List of episode dicts -> one dict with a leading [T] axis (the `episode` index field is kept)."""
-    return {k: np.stack([e[k] for e in episodes]) for k in episodes[0]}
+    """List of episode dicts -> one dict of arrays with a leading [T] axis (the `episode` index field is dropped)."""
+    return {k: np.stack([e[k] for e in episodes]) for k in episodes[0] if k != "episode"}

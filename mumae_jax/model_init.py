@@ -15,7 +15,6 @@ import json
 import os
 from typing import Any, Iterable, Mapping
 
-import jax
 import numpy as np
 from etils import epath
 from flax import traverse_util
@@ -47,16 +46,6 @@ def save_converted(dst: str, pretrain_config, params: Mapping[str, Any], report:
     with open(os.path.join(dst, REPORT), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, default=str)
     return dst
-
-
-def restore_converted(path: str, step: int) -> Any:
-    """The params tree (numpy arrays) of a converted directory's checkpoint `step`."""
-    ckpt = checkpointing.Checkpointer(os.path.join(path, "checkpoints"), keep=1 << 30)
-    try:
-        state, _ = ckpt.restore_as_saved(step)
-    finally:
-        ckpt.close()
-    return jax.tree.map(np.asarray, state["params"])
 
 
 def check_architecture(source_config, config, source_params: Mapping[str, Any]) -> None:

@@ -351,7 +351,7 @@ def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
         try:
             while step < total:
                 tasks = [next(train_it) for _ in range(t)]
-                batch = {k: np.stack([e[k] for e in tasks]) for k in tasks[0] if k != "episode"}
+                batch = episodic.stack_tasks(tasks)
                 state, m = step_fn(state, sharding.to_global(batch, mesh))
                 step += 1
                 pending.append(m)

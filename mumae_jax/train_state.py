@@ -50,12 +50,6 @@ def train_state_initializer(model: MultimodalMAE, tx: optax.GradientTransformati
     return (lambda: init(rng)), abstract, state_sh
 
 
-def create_train_state(model: MultimodalMAE, tx: optax.GradientTransformation, rng, mesh):
-    """Initialises the state directly with replicated shardings; returns (state, state_shardings)."""
-    init, _, state_sh = train_state_initializer(model, tx, rng, mesh)
-    return init(), state_sh
-
-
 def loss_and_metrics(model: MultimodalMAE, params, inputs, masks, dropout_rng=None, decode=None):
     """(total loss, {'loss_<modality>': MSE}) for explicit masks (and decode masks, decoder_ratio < 1)."""
     deterministic = dropout_rng is None

@@ -13,6 +13,11 @@ from mumae_jax import host_memory, metrics, optim, pretrained, train, train_stat
 from mumae_jax.models import layer_stack, mae, masking, vit
 
 
+def _scanned(params) -> bool:
+    """True when some Transformer in `params` holds stacked layers."""
+    return isinstance(params, dict) and (vit.SCANNED in params or any(_scanned(v) for v in params.values()))
+
+
 def _inputs(model, batch=2, seed=0):
     inputs, _ = train_state.dummy_inputs(model.specs, batch)
     rng = np.random.default_rng(seed)
@@ -30,7 +35,7 @@ def test_scanned_model_equals_per_layer_model_with_stacked_params():
     # jitted throughout: one compilation per function is far cheaper on CPU than op-by-op dispatch
     params = jax.jit(lambda: plain.init({"params": jax.random.key(0)}, inputs, masks)["params"])()
     stacked = layer_stack.stack(params)
-    assert layer_stack.is_scanned(stacked) and not layer_stack.is_scanned(params)
+    assert _scanned(stacked) and not _scanned(params)
     assert stacked["encoder"][vit.SCANNED]["attn"]["qkv"]["kernel"].shape == (3, 64, 192)
     assert set(stacked["encoder"]) == {vit.SCANNED, "norm"}
     assert stacked["decoder_video"]["blocks"][vit.SCANNED]["mlp"]["fc1"]["kernel"].shape == (1, 32, 128)
@@ -91,11 +96,11 @@ def test_scanned_run_loads_per_layer_and_resumes_only_scanned(tmp_path):
     config.evals.fewshot.update(every_steps=2, num_episodes=2)  # the probes read the live (scanned) params
     run = str(tmp_path / "scanned")
     out = train.train_and_evaluate(config, run)
-    assert layer_stack.is_scanned(out["state"]["params"])
+    assert _scanned(out["state"]["params"])
     assert [r["step"] for r in metrics.read_jsonl(os.path.join(run, "metrics.jsonl"))
             if "fewshot/prototype_accuracy" in r] == [2]
     loaded_config, params, step = pretrained.load_params(run)
-    assert step == 2 and loaded_config.model.scan is False and not layer_stack.is_scanned(params)
+    assert step == 2 and loaded_config.model.scan is False and not _scanned(params)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(params),
                  layer_stack.unstack(jax.device_get(out["state"]["params"])))
     with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
@@ -111,7 +116,7 @@ def test_scanned_run_loads_per_layer_and_resumes_only_scanned(tmp_path):
     with open(tmp_path / "plain" / "model_init_report.json", encoding="utf-8") as f:
         report = json.load(f)
     assert "encoder/block01/attn/qkv/kernel" in report["loaded"] and not report["kept_init"]
-    assert not layer_stack.is_scanned(started["state"]["params"])
+    assert not _scanned(started["state"]["params"])
 
 
 def test_host_memory_figures():

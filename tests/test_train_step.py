@@ -26,7 +26,8 @@ def _setup(config, devices):
     model = mae.from_config(config)
     mesh = sharding.make_mesh(devices)
     tx, schedule = optim.make_optimizer(config, config.total_steps, config.warmup_steps)
-    state, state_sh = train_state.create_train_state(model, tx, jax.random.key(config.seed), mesh)
+    init, _, state_sh = train_state.train_state_initializer(model, tx, jax.random.key(config.seed), mesh)
+    state = init()
     step = train_state.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh, state_sh)
     return model, mesh, state, step
 

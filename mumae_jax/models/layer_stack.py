@@ -36,13 +36,6 @@ def _unstack(node: Mapping[str, Any]) -> dict:
     return {**out, **{k: v for k, v in node.items() if k != SCANNED}}
 
 
-def is_scanned(params: Mapping[str, Any]) -> bool:
-    """True when some Transformer in `params` holds stacked `layers`."""
-    if not isinstance(params, Mapping):
-        return False
-    return SCANNED in params or any(is_scanned(v) for v in params.values())
-
-
 def unstack(params: Mapping[str, Any]) -> dict:
     """Scanned -> per-layer layout (a no-op on per-layer trees). Split leaves are slices of the stacked ones
     (numpy stays numpy, device arrays stay on the device)."""

@@ -108,7 +108,7 @@ class MultimodalMAE(nn.Module):
         visible = []
         for s in self.specs:
             vis_ids, _ = masking.visible_and_masked_ids(masks[s.name], s.num_visible)
-            raw = _gather(tokenizers.embed_input(s, inputs[s.name].astype(self.dtype)), vis_ids)
+            raw = _gather(tokenizers.modality_tokens(s, inputs[s.name].astype(self.dtype)), vis_ids)
             table = jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype)
             pe = _gather(jnp.broadcast_to(table, (raw.shape[0],) + table.shape), vis_ids)
             visible.append(self.embeds[s.name](raw) + pe)

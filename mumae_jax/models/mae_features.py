@@ -88,7 +88,7 @@ class MAEFeatureEncoder(nn.Module):
             if s.kind == "video" and self.normalize_video and s.input_mean:
                 x = (x - jnp.asarray(s.input_mean)) / jnp.asarray(s.input_std)
             t = tokenizers.make_embed(s, self.width, self.dtype, name=f"embed_{s.name}")(
-                tokenizers.embed_input(s, x.astype(self.dtype)))
+                tokenizers.modality_tokens(s, x.astype(self.dtype)))
             tokens.append(t + jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype))
         x = vit.Transformer(depth, self.num_heads, self.mlp_dim, drop_path, final_norm=False,
                             dtype=self.dtype, attention_impl=self.attention_impl, ln_eps=self.layer_norm_eps,

@@ -93,8 +93,3 @@ def make_embed(spec: ModalitySpec, width: int, dtype=jnp.float32, name: str | No
     if spec.kind == "video":
         return TubeEmbed(width, spec.tubelet, dtype, name=name)
     return SensorEmbed(width, dtype, name=name)
-
-
-def embed_input(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
-    """What `make_embed(spec)` consumes: the tokens [B, N, token_dim] of the modality (video: its tubes)."""
-    return modality_tokens(spec, x)
