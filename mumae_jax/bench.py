@@ -89,7 +89,7 @@ class JaxStep:
 
         self.config, self.batch = config, batch
         self.mesh = sharding.make_mesh()
-        sharding.check_batch_size(batch, self.mesh)
+        sharding.check_batch_size(batch, self.mesh, "--batch")
         self.model, init, self.abstract, self.step_fn = train_state.step_for_config(config, batch, self.mesh)
         rng = np.random.default_rng(0)
         bsh = sharding.batch_sharding(self.mesh)

@@ -189,7 +189,7 @@ def extract_group_features(models: Mapping[str, tuple], data_cfg, clip_names: Se
     from mumae_jax.data import episode_input  # TensorFlow is imported only here
 
     mesh = sharding.make_mesh() if mesh is None else mesh
-    sharding.check_batch_size(batch_size, mesh)
+    sharding.check_batch_size(batch_size, mesh, "the frozen evaluation's batch_size")
     rep = sharding.replicated(mesh)
     fns = {g: (enc, _feature_fn(enc, mesh), jax.device_put(p, rep)) for g, (enc, p) in models.items()}
     sensors = tuple(dict.fromkeys(s.name for enc, _ in models.values() for s in enc.specs if s.kind == "sensor"))

@@ -26,7 +26,8 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P("data"))
 
 
-def check_batch_size(global_batch: int, mesh: Mesh, name: str = "config.batch_size") -> None:
+def check_batch_size(global_batch: int, mesh: Mesh, name: str) -> None:
+    """`global_batch` (the setting called `name` in the error) is >= 1 and splits evenly over devices and processes."""
     n, procs = mesh.devices.size, jax.process_count()
     if global_batch < 1:
         raise ValueError(f"{name}={global_batch} must be >= 1")

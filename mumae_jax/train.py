@@ -169,7 +169,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
 
     model = mae.from_config(config)  # validates modalities and sizes before any work
     mesh = sharding.make_mesh()
-    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.batch_size, mesh, "config.batch_size")
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if config[field] < 1:
             raise ValueError(f"config.{field}={config[field]} must be >= 1")
