@@ -1,6 +1,6 @@
 """Test set-up (before jax is imported): 8 fake CPU devices, quiet TensorFlow, a persistent compile cache, and
 XLA's backend optimisation off: the tests run tiny shapes for a few steps, so compiling dominates, and LLVM at
--O0 compiles about twice as fast. Results stay within float32 rounding of an optimised build; subprocesses get
+-O0 compiles about twice as fast; every numeric test passes at its usual tolerance either way. Subprocesses get
 the same flags (FAST_COMPILE), so runs compared with each other are compiled alike."""
 import os
 
