@@ -74,6 +74,9 @@ from mumae_jax.data import mmact_layout as L
 from mumae_jax.data import prepare_mmact as P
 from mumae_jax.data import splits as S
 
+# file names prepare_mmact gives its shards (P.SHARD_PATTERN with its two numbers as digits)
+_PREPARED_SHARD = re.escape(P.SHARD_PATTERN.format(index=0, count=0)).replace("00000", r"\d+")
+
 __all__ = ["MmactConfig", "Mmact", "ClipRec", "kept_records", "class_split_for", "split_records",
            "process_split", "add_array_record", "build", "load", "data_source", "VERSION", "PROTOCOLS"]
 
@@ -398,7 +401,7 @@ def _records(files: Sequence[str]) -> Iterator[bytes]:
         except tf.errors.DataLossError as e:
             what = re.search(r"(corrupted|truncated) record at \d+", e.message)
             name = os.path.basename(f)
-            if name.startswith("clips-") and name.endswith(".tfrecord"):  # a prepare_mmact shard (SHARD_PATTERN)
+            if re.fullmatch(_PREPARED_SHARD, name):  # a prepare_mmact shard
                 fix = (f"prepare it again: python -m mumae_jax.data.prepare_mmact rewrites the shards whose sidecar "
                        f"is missing (delete {name[:-len('.tfrecord')]}.json)")
             else:  # a shard of the built TFDS dataset

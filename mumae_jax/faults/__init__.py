@@ -9,6 +9,6 @@ pictures; a truncated and an incomplete newest checkpoint; a non-finite loss; a 
 full disk (a per-file size limit); two runs on one workdir; two runs building one dataset. Each case is
 rerun without the fault and compared with an uninterrupted run (`runs.Suite`): bit-exact per-step
 records, one record per step, steps lost. It prints one table row per fault and exits non-zero when a
-case is not as expected. The dataset cases write a small
-MMAct-layout tree of synthetic clips (`mumae_jax.data.synthetic_export`, needs PyAV) and prepare it.
+case is not as expected. The dataset cases write a small MMAct-layout tree of synthetic clips
+(`mumae_jax.data.synthetic_export`, needs PyAV) and prepare it.
 """
