@@ -1,6 +1,6 @@
 """Entry point: `python main.py --config=configs/{pretrain,oneshot,ablations}.py[:args] --workdir=DIR [--config.x=y ...]`.
 
-Multi-host: started once per host (or GPU) by a launcher, it joins the job first (mumae_jax/distributed.py)."""
+Multi-host: started once per host (or GPU) by a launcher, it joins the job first (mumae_jax/core/distributed.py)."""
 import logging
 import os
 
@@ -18,28 +18,29 @@ def main(argv):
     del argv
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax/jax chatter
     logging.getLogger("mumae_jax").setLevel(logging.INFO)
-    from mumae_jax import distributed
+    from mumae_jax.core import distributed
 
     distributed.maybe_initialize()  # before any backend use; a no-op unless launched as a multi-process job
     config = flags.FLAGS.config
     if config.trainer == "oneshot":
-        from mumae_jax import episode_eval, oneshot_train
+        from mumae_jax.evaluators import episode_accuracy
+        from mumae_jax.trainers import oneshot_training
 
-        result = oneshot_train.train_and_evaluate(config, flags.FLAGS.workdir)
+        result = oneshot_training.train_and_evaluate(config, flags.FLAGS.workdir)
         if result["report"]:
-            print(episode_eval.format_report(result["report"]))
+            print(episode_accuracy.format_report(result["report"]))
         print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else ""))
         return
     if config.trainer == "ablations":
-        from mumae_jax import ablations
+        from mumae_jax.bench import ablations
 
         print(ablations.run(config, flags.FLAGS.workdir)["table"])
         return
     if config.trainer != "pretrain":
         raise app.UsageError(f"unknown config.trainer {config.trainer!r}")
-    from mumae_jax import train
+    from mumae_jax.trainers import pretraining
 
-    result = train.train_and_evaluate(config, flags.FLAGS.workdir)
+    result = pretraining.train_and_evaluate(config, flags.FLAGS.workdir)
     last = result["history"][-1] if result["history"] else {}
     print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else "")
           + (f", last logged loss {last['loss']:.4f}" if last else ""))

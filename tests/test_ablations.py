@@ -1,9 +1,9 @@
-"""Ablation table wiring (configs/ablations.py, mumae_jax.ablations): each row pretrains and fine-tunes what
+"""Ablation table wiring (configs/ablations.py, mumae_jax.bench.ablations): each row pretrains and fine-tunes what
 its label claims, rows run in the requested order, and the table shows every cell."""
 import pytest
 
-from mumae_jax import ablations as A
-from mumae_jax.config_files import load_config_file
+from mumae_jax.bench import ablations as A
+from mumae_jax.core.config_files import load_config_file
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from mumae_jax import anchors, fewshot_probes, frozen_eval
+from mumae_jax.evaluators import anchors, fewshot_probes, frozen
 from mumae_jax.data import episodes as E
 from mumae_jax.data import input_pipeline, sensor_ops
 
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def setup():
     config = make_tiny_config()
-    elist = frozen_eval.draw_episode_list(config.data, part="novel", num_episodes=6, seed=2)
+    elist = frozen.draw_episode_list(config.data, part="novel", num_episodes=6, seed=2)
     names = sorted({c for e in elist for c in (*e.support, *e.query)})
     raw = anchors.raw_features(config.data.to_dict(), names, anchors.sensor_names(config), GEOM)
     return config, elist, names, raw
@@ -72,7 +72,7 @@ def test_command_prints_a_row_per_group(tmp_path, capsys):
     out = tmp_path / "a.json"
     lst = tmp_path / "episodes.json"
     config = make_tiny_config()
-    E.save_episode_list(str(lst), frozen_eval.draw_episode_list(config.data, part="novel", num_episodes=4, seed=0))
+    E.save_episode_list(str(lst), frozen.draw_episode_list(config.data, part="novel", num_episodes=4, seed=0))
     assert anchors.main([f"--config={ROOT}/configs/pretrain.py:runlocal", f"--episodes={lst}", "--seq_len=2",
                          "--image_size=16", "--modalities=video,all", f"--out={out}"]) == 0
     text = capsys.readouterr().out

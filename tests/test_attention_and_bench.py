@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from mumae_jax import bench, flops, train_state
+from mumae_jax.bench import step_speed, flops
+from mumae_jax.steps import pretraining_step
 from mumae_jax.models import mae, vit
 
 
@@ -55,9 +56,9 @@ def _printed(fn, *args):
 def test_bench_record_is_consistent():
     config = make_tiny_config()
     config.model.update(scan=True, remat="dots")  # XLA's count is taken without the scan (a loop counts once)
-    r = bench.measure_jax(config, batch=8, steps=2, warmup=1)
+    r = step_speed.measure_jax(config, batch=8, steps=2, warmup=1)
     model = mae.from_config(config)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *train_state.dummy_inputs(model.specs)))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *pretraining_step.dummy_inputs(model.specs)))
     assert r["params"] == sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
     assert r["analytic_gflops_per_clip"] == pytest.approx(flops.from_config(config)["train_flops_per_clip"] / 1e9)
     assert abs(r["xla_gflops_per_clip"] - r["analytic_gflops_per_clip"]) / r["xla_gflops_per_clip"] < 0.25
@@ -66,6 +67,6 @@ def test_bench_record_is_consistent():
     assert r["mfu"] is None and r["peak_tflops"] is None  # no peak is known for a CPU
     assert r["matmul_tflops"] > 0
     assert r["matmul_floor_step_s"] == pytest.approx(r["analytic_gflops_per_clip"] * 1e9 * 8 / (r["matmul_tflops"] * 1e12))
-    assert bench.peak_tflops("NVIDIA H200") == 989.0 and bench.peak_tflops("TPU v5 lite") == 197.0
-    assert bench.peak_tflops("cpu", 1.5) == 1.5
-    assert "GFLOP per clip" in bench.format_table({"step": r})
+    assert step_speed.peak_tflops("NVIDIA H200") == 989.0 and step_speed.peak_tflops("TPU v5 lite") == 197.0
+    assert step_speed.peak_tflops("cpu", 1.5) == 1.5
+    assert "GFLOP per clip" in step_speed.format_table({"step": r})

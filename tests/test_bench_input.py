@@ -4,13 +4,13 @@ import os
 import subprocess
 import sys
 
-from mumae_jax.data import bench_input
+from mumae_jax.bench import input_speed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_measure_counts_clips_and_frames(tiny_config):
-    r = bench_input.measure(tiny_config, batches=2, warmup=1)
+    r = input_speed.measure(tiny_config, batches=2, warmup=1)
     assert r["batch_size"] == 8 and r["frames_per_clip"] == 4 and r["image_size"] == 32 and r["sensors"] == 4
     assert r["seconds"] > 0
     assert abs(r["clips_per_sec"] * r["seconds"] - 16) < 1e-6
@@ -19,7 +19,7 @@ def test_measure_counts_clips_and_frames(tiny_config):
 
 def test_command_prints_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "mumae_jax.data.bench_input", "--config=configs/pretrain.py:runlocal",
+    cmd = [sys.executable, "-m", "mumae_jax.bench.input_speed", "--config=configs/pretrain.py:runlocal",
            "--config.batch_size=4", "--config.data.num_subjects=2", "--config.data.num_sessions=1",
            "--batches=2", "--warmup=1", f"--json={out}"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -1,4 +1,4 @@
-"""Official Mu-MAE state-dict conversion (mumae_jax/tools/official_keys.py)."""
+"""Official Mu-MAE state-dict conversion (mumae_jax/weights/official_keys.py)."""
 import jax
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from flax import traverse_util
 
 from conftest import make_tiny_config
 from mumae_jax.models import mae, tokenizers, vit
-from mumae_jax.tools import official_keys as ok
+from mumae_jax.weights import official_keys as ok
 
 D, DD, MLP, DEC_MLP = 64, 32, 128, 128
 

@@ -10,9 +10,11 @@ import torch
 
 from mumae_jax.configs import oneshot as oneshot_config
 from conftest import make_tiny_config
-from mumae_jax import model_init, oneshot_train, pretrained, train, train_state
+from mumae_jax.steps import pretraining_step
+from mumae_jax.trainers import oneshot_training, pretraining
+from mumae_jax.weights import model_init, pretrained
 from mumae_jax.models import mae, timesformer
-from mumae_jax.tools import convert, export, official_keys, state_dict_io
+from mumae_jax.weights import convert, export, official_keys, state_dict_io
 
 GEOMETRY = ["--num_heads", "2", "--decoder_heads", "2", "--num_frames", "4", "--image_size", "32"]
 
@@ -22,7 +24,7 @@ def tiny():
     """(config, model, params (numpy), official state dict) of a tiny random Mu-MAE."""
     config = make_tiny_config()
     model = mae.from_config(config)
-    inputs, masks = train_state.dummy_inputs(model.specs)
+    inputs, masks = pretraining_step.dummy_inputs(model.specs)
     params = jax.device_get(model.init({"params": jax.random.key(3)}, inputs, masks)["params"])
     # nonzero biases and non-unit norms, so that a wrong mapping cannot go unnoticed
     rng = np.random.default_rng(0)
@@ -190,7 +192,7 @@ def test_pretraining_starts_from_model_init_with_other_geometry(tmp_path, tiny, 
     """48² frames instead of the checkpoint's 32² (sin-cos tables rebuilt); lr 0 keeps the weights."""
     c = make_tiny_config(total_steps=1, warmup_steps=1, base_lr=0.0, min_lr=0.0, model_init=converted)
     c.modality.video.image_size = 48
-    out = train.train_and_evaluate(c, str(tmp_path))
+    out = pretraining.train_and_evaluate(c, str(tmp_path))
     assert _equal(jax.device_get(out["state"]["params"]), tiny[2])
     report = json.load(open(tmp_path / "model_init_report.json"))
     assert len(report["loaded"]) == len(jax.tree.leaves(tiny[2])) and report["kept_init"] == []
@@ -226,14 +228,14 @@ def test_model_init_refuses_settings_that_shapes_do_not_show(converted):
 def test_oneshot_stage_accepts_a_converted_checkpoint(tiny, converted):
     c = oneshot_config.get_config("runlocal")
     c.model_init = converted
-    assert oneshot_train.init_source(c) == converted
-    assert oneshot_train.pretrain_config(c).model.width == 64
+    assert oneshot_training.init_source(c) == converted
+    assert oneshot_training.pretrain_config(c).model.width == 64
     c.init.pretrain_workdir = "/elsewhere"
     with pytest.raises(ValueError, match="disagree"):
-        oneshot_train.init_source(c)
-    from mumae_jax import frozen_eval
+        oneshot_training.init_source(c)
+    from mumae_jax.evaluators import frozen
 
-    _, feats, _ = frozen_eval.from_pretrain_run(converted, seq_len=2, image_size=32)
+    _, feats, _ = frozen.from_pretrain_run(converted, seq_len=2, image_size=32)
     assert _equal(feats["encoder"], {k: v for k, v in tiny[2]["encoder"].items() if k != "norm"})
     ts = timesformer.TimeSformer(width=64, depth=2, num_heads=2, mlp_dim=128, patch_size=16, num_frames=2,
                                  image_size=32)

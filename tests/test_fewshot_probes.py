@@ -1,11 +1,11 @@
-"""Few-shot probes on frozen features (mumae_jax/fewshot_probes.py): hand-worked cases, a NumPy primal
+"""Few-shot probes on frozen features (mumae_jax/evaluators/fewshot_probes.py): hand-worked cases, a NumPy primal
 ridge reference, linear-probe separability and label equivariance, vmap == per-episode loop, evaluate()."""
 import math
 
 import numpy as np
 import pytest
 
-from mumae_jax import fewshot_probes as fp
+from mumae_jax.evaluators import fewshot_probes as fp
 
 PROBE_FNS = {"prototype": fp.nearest_prototype, "knn": fp.knn, "ridge": fp.ridge, "linear": fp.linear_probe}
 

@@ -1,9 +1,9 @@
-"""The analytic FLOP count (mumae_jax/flops.py) against XLA's cost analysis of the real training step."""
+"""The analytic FLOP count (mumae_jax/bench/flops.py) against XLA's cost analysis of the real training step."""
 import pytest
 
 from mumae_jax.configs import pretrain
 from conftest import make_tiny_config
-from mumae_jax import flops
+from mumae_jax.bench import flops
 
 
 @pytest.mark.parametrize("arg", ["variant=Ti", "variant=Ti,modalities=video"])

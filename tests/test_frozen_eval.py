@@ -11,7 +11,9 @@ import pytest
 from flax import traverse_util
 
 from conftest import make_tiny_config
-from mumae_jax import config_files, frozen_eval, frozen_eval_cli, pretrained
+from mumae_jax.core import config_files
+from mumae_jax.evaluators import frozen, frozen_cli
+from mumae_jax.weights import pretrained
 from mumae_jax.data import episode_input, splits
 from mumae_jax.models import mae_features, vit
 
@@ -26,25 +28,25 @@ TINY_CLI = [f"--config={ROOT}/configs/pretrain.py:runlocal", "--config.model.wid
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from mumae_jax import train
+    from mumae_jax.trainers import pretraining
 
     workdir = str(tmp_path_factory.mktemp("pre"))
-    train.train_and_evaluate(make_tiny_config(total_steps=2), workdir)
+    pretraining.train_and_evaluate(make_tiny_config(total_steps=2), workdir)
     return workdir
 
 
 @pytest.fixture(scope="module")
 def random_encoder():
     config = make_tiny_config()
-    encoder, params = frozen_eval.from_pretrain_config(config, seed=1, **GEOM)
+    encoder, params = frozen.from_pretrain_config(config, seed=1, **GEOM)
     return config, encoder, params
 
 
 def test_clip_features_equal_the_encoder_on_that_clip(random_encoder):
     config, encoder, params = random_encoder
     data = {**config.data.to_dict(), "split": "all"}
-    names = sorted(c.name for c in frozen_eval.records(config.data))[:3]
-    feats = frozen_eval.extract_features(encoder, params, data, names, batch_size=8, **GEOM)
+    names = sorted(c.name for c in frozen.records(config.data))[:3]
+    feats = frozen.extract_features(encoder, params, data, names, batch_size=8, **GEOM)
     assert feats.shape == (3, 64)
     it = episode_input.build_clip_input(data, names, sensors=[s.name for s in encoder.specs[1:]], batch_size=8,
                                         **GEOM)
@@ -57,8 +59,8 @@ def test_clip_features_equal_the_encoder_on_that_clip(random_encoder):
 
 def test_evaluate_episodes_is_deterministic(random_encoder):
     config, encoder, params = random_encoder
-    elist = frozen_eval.draw_episode_list(config.data, part="novel", num_episodes=6, seed=3)
-    runs = [frozen_eval.evaluate_episodes(encoder, params, config.data, elist, probes=("prototype", "knn", "ridge"),
+    elist = frozen.draw_episode_list(config.data, part="novel", num_episodes=6, seed=3)
+    runs = [frozen.evaluate_episodes(encoder, params, config.data, elist, probes=("prototype", "knn", "ridge"),
                                           batch_size=16, **GEOM) for _ in range(2)]
     for p in ("prototype", "knn", "ridge"):
         assert runs[0][p] == runs[1][p] and runs[0][p]["num_queries"] == 6
@@ -67,7 +69,7 @@ def test_evaluate_episodes_is_deterministic(random_encoder):
 
 
 def test_from_pretrain_run_loads_the_checkpoint_weights(run_dir):
-    encoder, params, step = frozen_eval.from_pretrain_run(run_dir, **GEOM)
+    encoder, params, step = frozen.from_pretrain_run(run_dir, **GEOM)
     _, mae_params, ck_step = pretrained.load_params(run_dir)
     assert step == ck_step == 2
     flat, src = (traverse_util.flatten_dict(jax.device_get(t), sep="/") for t in (params, mae_params))
@@ -79,7 +81,7 @@ def test_from_pretrain_run_loads_the_checkpoint_weights(run_dir):
 
 def test_cli_writes_accuracies(run_dir, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert frozen_eval_cli.main(["--pretrain_workdir", run_dir, "--part", "novel", "--num_episodes", "4",
+    assert frozen_cli.main(["--pretrain_workdir", run_dir, "--part", "novel", "--num_episodes", "4",
                              "--probes", "prototype,ridge", "--batch_size", "16", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "checkpoint step 2" in printed and "prototype" in printed
@@ -121,7 +123,7 @@ def test_mean_pooling_is_the_default_and_unchanged(random_encoder):
 def test_modality_pooling_matches_a_numpy_reference(random_encoder):
     config, encoder, params = random_encoder
     enc = encoder.clone(pooling="modality")
-    new, report = mae_features.load_pretrained(frozen_eval.init_params(enc), params)
+    new, report = mae_features.load_pretrained(frozen.init_params(enc), params)
     assert report["kept_init"] == sorted(f"fc_norm_{s.name}/{k}" for s in enc.specs for k in ("bias", "scale"))
     fresh = np.asarray(enc.apply({"params": new}, _inputs(enc)))
     video_sq = (fresh[:, :64] ** 2).sum(-1)  # the video block and the four sensor blocks weigh the same
@@ -147,7 +149,7 @@ def test_modality_pooling_matches_a_numpy_reference(random_encoder):
 def test_tokens_pooling_keeps_the_layout(random_encoder):
     _, encoder, params = random_encoder
     enc = encoder.clone(pooling="tokens")
-    new, report = mae_features.load_pretrained(frozen_eval.init_params(enc), params)
+    new, report = mae_features.load_pretrained(frozen.init_params(enc), params)
     assert report["kept_init"] == []  # no parameters of its own
     x = _inputs(enc)
     got = np.asarray(enc.apply({"params": new}, x))
@@ -167,7 +169,7 @@ def test_tokens_pooling_keeps_the_layout(random_encoder):
 def test_feature_depth_is_the_output_of_the_first_blocks(random_encoder):
     _, encoder, params = random_encoder
     enc = encoder.clone(feature_depth=1)
-    new, report = mae_features.load_pretrained(frozen_eval.init_params(enc), params)
+    new, report = mae_features.load_pretrained(frozen.init_params(enc), params)
     assert "encoder/block01/mlp/fc1/kernel" in report["ignored"] and "encoder/block01" not in new["encoder"]
     x = _inputs(enc)
     shallow = encoder.clone(depth=1)  # a 1-block encoder with the first block of `params`
@@ -183,13 +185,13 @@ def test_feature_depth_is_the_output_of_the_first_blocks(random_encoder):
 
 def test_modality_groups():
     config = make_tiny_config()
-    groups = frozen_eval.modality_groups(config, "video, sensors,all,gyro+acc_watch,video+gyro")
+    groups = frozen.modality_groups(config, "video, sensors,all,gyro+acc_watch,video+gyro")
     assert groups == {"video": ("video",), "sensors": SENSORS, "all": ("video", *SENSORS),
                       "gyro+acc_watch": ("acc_watch", "gyro"), "video+gyro": ("video", "gyro")}
     for bad, msg in (("all,acc_wrist", "'acc_wrist'.*acc_phone, acc_watch"), ("all,all", "twice"),
                      ("video,", "empty"), ("gyro+", "unknown modality ''")):
         with pytest.raises(ValueError, match=msg):
-            frozen_eval.modality_groups(config, bad)
+            frozen.modality_groups(config, bad)
 
 
 def test_sensor_group_of_a_time_aligned_model_needs_no_video():
@@ -207,14 +209,14 @@ def test_sensor_group_of_a_time_aligned_model_needs_no_video():
 
 def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatch):
     config, encoder, params = random_encoder
-    models = frozen_eval.group_encoders(config, "video,sensors,all", GEOM, seed=1)
+    models = frozen.group_encoders(config, "video,sensors,all", GEOM, seed=1)
     flat = {g: traverse_util.flatten_dict(p, sep="/") for g, (_, p) in models.items()}
     assert all(np.array_equal(flat["sensors"][k], flat["all"][k]) for k in flat["sensors"] if "fc_norm" not in k)
     data = {**config.data.to_dict(), "split": "all"}
-    names = sorted(c.name for c in frozen_eval.records(config.data))[:3]
-    feats = frozen_eval.extract_group_features(models, data, names, batch_size=8, **GEOM)
+    names = sorted(c.name for c in frozen.records(config.data))[:3]
+    feats = frozen.extract_group_features(models, data, names, batch_size=8, **GEOM)
     # one random init shared by the groups: the 'all' group is the seed-1 encoder of every modality
-    np.testing.assert_allclose(feats["all"], frozen_eval.extract_features(encoder, params, data, names,
+    np.testing.assert_allclose(feats["all"], frozen.extract_features(encoder, params, data, names,
                                                                           batch_size=8, **GEOM), rtol=1e-5, atol=1e-5)
     it = episode_input.build_clip_input(data, names, sensors=SENSORS, batch_size=8, **GEOM)
     b = next(it)
@@ -233,7 +235,7 @@ def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatc
             it.close()
 
     monkeypatch.setattr(episode_input, "build_clip_input", other_video)
-    again = frozen_eval.extract_group_features(models, data, names, batch_size=8, **GEOM)
+    again = frozen.extract_group_features(models, data, names, batch_size=8, **GEOM)
     np.testing.assert_array_equal(again["sensors"], feats["sensors"])
     for g in ("video", "all"):
         assert not np.allclose(again[g], feats[g], atol=1e-3)
@@ -242,7 +244,7 @@ def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatc
 def test_cli_random_init_from_a_config_groups_and_queries(random_encoder, tmp_path, capsys):
     config, encoder, params = random_encoder
     out = tmp_path / "r.json"
-    assert frozen_eval_cli.main([*TINY_CLI, "--random_init", "--init_seed", "1", "--modalities", "video,sensors,all",
+    assert frozen_cli.main([*TINY_CLI, "--random_init", "--init_seed", "1", "--modalities", "video,sensors,all",
                                  "--protocol", "trx", "--queries", "5", "--num_episodes", "2", "--resize_to", "40",
                                  "--probes", "prototype,ridge", "--batch_size", "16", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -253,9 +255,9 @@ def test_cli_random_init_from_a_config_groups_and_queries(random_encoder, tmp_pa
     assert res["pretrain_workdir"] is None and res["step"] is None and res["config"].endswith("pretrain.py:runlocal")
     assert list(res["groups"]) == ["video", "sensors", "all"] and "prototype" not in res
     assert res["modalities"]["sensors"] == list(SENSORS) and res["num_queries"] == 10 and res["num_episodes"] == 2
-    elist = frozen_eval.draw_episode_list(config.data, protocol="trx", queries=5, num_episodes=2)
+    elist = frozen.draw_episode_list(config.data, protocol="trx", queries=5, num_episodes=2)
     assert sum(len(e.query) for e in elist) == 10
-    ref = frozen_eval.evaluate_episodes(encoder, params, config.data, elist, probes=("prototype", "ridge"),
+    ref = frozen.evaluate_episodes(encoder, params, config.data, elist, probes=("prototype", "ridge"),
                                         batch_size=16, **GEOM)  # the tiny config's seed-1 encoder
     for p in ("prototype", "ridge"):
         assert res["groups"]["all"][p] == ref[p] and ref[p]["num_queries"] == 10
@@ -268,25 +270,25 @@ def test_cli_needs_exactly_one_of_workdir_and_config(tmp_path, capsys):
                       (["--pretrain_workdir", run_dir, *TINY_CLI[:1], "--random_init"], "exactly one"),
                       (TINY_CLI[:1], "add --random_init"), (["--pretrain_workdir", run_dir, TINY_CLI[1]], "overrides")):
         with pytest.raises(SystemExit):
-            frozen_eval_cli.main(argv)
+            frozen_cli.main(argv)
         assert msg in capsys.readouterr().err
     with pytest.raises(ValueError, match="got neither"):
-        frozen_eval.evaluate_run()
+        frozen.evaluate_run()
     with pytest.raises(ValueError, match="got both"):
-        frozen_eval.evaluate_run(run_dir, config=make_tiny_config(), random_init=True)
+        frozen.evaluate_run(run_dir, config=make_tiny_config(), random_init=True)
     with pytest.raises(ValueError, match="multiple of way=5"):
-        frozen_eval.evaluate_run(run_dir, protocol="trx", queries=3)
+        frozen.evaluate_run(run_dir, protocol="trx", queries=3)
     with pytest.raises(ValueError, match="unknown config argument"):
         config_files.load_config_file(f"{ROOT}/configs/pretrain.py:bogus=1")
 
 
 def test_class_split_file_overrides_the_data_configs_split(tmp_path):
     config = make_tiny_config()
-    default = frozen_eval.class_split(config.data)
-    actions = sorted({r.action for r in frozen_eval.records(config.data)} - set(default.novel))
+    default = frozen.class_split(config.data)
+    actions = sorted({r.action for r in frozen.records(config.data)} - set(default.novel))
     f = tmp_path / "split.json"
     splits.ClassSplit(base=actions[3:], validation=[], novel=actions[:3]).to_file(f)
-    elist = frozen_eval.draw_episode_list(config.data, way=2, num_episodes=20, class_split_file=str(f))
+    elist = frozen.draw_episode_list(config.data, way=2, num_episodes=20, class_split_file=str(f))
     assert set().union(*(e.classes for e in elist)) == set(actions[:3])  # the file's novel classes, not the default's
 
 
@@ -294,12 +296,12 @@ def test_periodic_evaluator_groups_and_pooling(random_encoder):
     config, encoder, params = random_encoder
     cfg = dict(num_episodes=2, part="novel", modalities="sensors,all", pooling="modality", feature_depth=1,
                probes=("prototype",), batch_size=16, resize_to=40)
-    got = frozen_eval.PeriodicEvaluator(config, cfg)(params)  # a feature encoder's tree loads like the MAE's
+    got = frozen.PeriodicEvaluator(config, cfg)(params)  # a feature encoder's tree loads like the MAE's
     assert set(got) == {"fewshot/prototype_accuracy", "fewshot/prototype_ci95", "fewshot/sensors/prototype_accuracy",
                         "fewshot/sensors/prototype_ci95"}
-    models = frozen_eval.group_encoders(config, "sensors,all", GEOM, params, pooling="modality", feature_depth=1)
+    models = frozen.group_encoders(config, "sensors,all", GEOM, params, pooling="modality", feature_depth=1)
     assert models["all"][0].feature_dim == 5 * 64 and models["sensors"][0].feature_dim == 4 * 64
-    ref = frozen_eval.evaluate_groups(models, config.data, frozen_eval.draw_episode_list(config.data, num_episodes=2),
+    ref = frozen.evaluate_groups(models, config.data, frozen.draw_episode_list(config.data, num_episodes=2),
                                       probes=("prototype",), batch_size=16, **GEOM)["groups"]
     assert got["fewshot/sensors/prototype_accuracy"] == ref["sensors"]["prototype"]["accuracy"]
     assert got["fewshot/prototype_accuracy"] == ref["all"]["prototype"]["accuracy"]

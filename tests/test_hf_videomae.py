@@ -1,4 +1,4 @@
-"""Hugging Face transformers VideoMAE <-> our video-only MultimodalMAE (mumae_jax/tools/hf_keys.py).
+"""Hugging Face transformers VideoMAE <-> our video-only MultimodalMAE (mumae_jax/weights/hf_keys.py).
 
 Small random transformers models are built from `VideoMAEConfig` objects (nothing is downloaded), their
 random init is perturbed so that biases / LayerNorm parameters / mask token are not trivial, and their
@@ -11,9 +11,9 @@ import torch
 import transformers
 
 from mumae_jax.configs import pretrain
-from mumae_jax import losses
+from mumae_jax.objectives import mae_loss
 from mumae_jax.models import mae, posemb, tokenizers, vit
-from mumae_jax.tools import hf_keys as hk
+from mumae_jax.weights import hf_keys as hk
 
 SMALL = dict(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=64, num_hidden_layers=2,
              num_attention_heads=2, intermediate_size=128, decoder_hidden_size=32, decoder_num_hidden_layers=1,
@@ -81,7 +81,7 @@ def _inputs(hf_cfg, spec, seed):
 def _ours_forward(model, params, pv, mask):
     inputs, masks = {"video": pv.transpose(0, 1, 3, 4, 2)}, {"video": mask}
     preds = model.apply({"params": params}, inputs, masks)
-    total, _ = losses.reconstruction_losses(model.specs, preds, inputs, masks)
+    total, _ = mae_loss.reconstruction_losses(model.specs, preds, inputs, masks)
     feats = model.apply({"params": params}, inputs, masks, method=model.encode)
     return np.asarray(preds["video"]), float(total), np.asarray(feats)
 

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from mumae_jax import host_memory, metrics, optim, pretrained, train, train_state
+from mumae_jax.core import host_memory, metrics, optim
+from mumae_jax.steps import pretraining_step
+from mumae_jax.trainers import pretraining
+from mumae_jax.weights import pretrained
 from mumae_jax.models import layer_stack, mae, masking, vit
 
 
@@ -19,7 +22,7 @@ def _scanned(params) -> bool:
 
 
 def _inputs(model, batch=2, seed=0):
-    inputs, _ = train_state.dummy_inputs(model.specs, batch)
+    inputs, _ = pretraining_step.dummy_inputs(model.specs, batch)
     rng = np.random.default_rng(seed)
     inputs = {k: jnp.asarray(rng.standard_normal(v.shape), jnp.float32) for k, v in inputs.items()}
     return inputs, masking.draw_masks(jax.random.key(seed + 1), model.specs, batch)
@@ -95,7 +98,7 @@ def test_scanned_run_loads_per_layer_and_resumes_only_scanned(tmp_path):
     config.model.scan = True
     config.evals.fewshot.update(every_steps=2, num_episodes=2)  # the probes read the live (scanned) params
     run = str(tmp_path / "scanned")
-    out = train.train_and_evaluate(config, run)
+    out = pretraining.train_and_evaluate(config, run)
     assert _scanned(out["state"]["params"])
     assert [r["step"] for r in metrics.read_jsonl(os.path.join(run, "metrics.jsonl"))
             if "fewshot/prototype_accuracy" in r] == [2]
@@ -108,11 +111,11 @@ def test_scanned_run_loads_per_layer_and_resumes_only_scanned(tmp_path):
     # resuming with the other layout is refused with a clear message
     flipped = make_tiny_config(total_steps=4, checkpoint_every_steps=2)
     with pytest.raises(ValueError, match="config.model.scan=True"):
-        train.train_and_evaluate(flipped, run)
+        pretraining.train_and_evaluate(flipped, run)
     # a per-layer run starts from the scanned run's parameters (model_init converts the layout)
     flipped.total_steps = 1
     flipped.model_init = run
-    started = train.train_and_evaluate(flipped, str(tmp_path / "plain"))
+    started = pretraining.train_and_evaluate(flipped, str(tmp_path / "plain"))
     with open(tmp_path / "plain" / "model_init_report.json", encoding="utf-8") as f:
         report = json.load(f)
     assert "encoder/block01/attn/qkv/kernel" in report["loaded"] and not report["kept_init"]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mumae_jax import losses
+from mumae_jax.objectives import mae_loss
 from mumae_jax.models.modality import ModalitySpec
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -39,9 +39,9 @@ def test_targets_match_numpy_reference():
     rng = np.random.default_rng(0)
     v = rng.normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
     s = rng.uniform(size=(2, 128, 3)).astype(np.float32)
-    np.testing.assert_allclose(losses.modality_targets(VIDEO, v), numpy_video_targets(v, MEAN, STD),
+    np.testing.assert_allclose(mae_loss.modality_targets(VIDEO, v), numpy_video_targets(v, MEAN, STD),
                                rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(losses.modality_targets(SENSORS[0], s), numpy_sensor_targets(s),
+    np.testing.assert_allclose(mae_loss.modality_targets(SENSORS[0], s), numpy_sensor_targets(s),
                                rtol=1e-4, atol=1e-4)
 
 
@@ -61,7 +61,7 @@ def test_loss_hand_case_zero_prediction():
     masks = _masks()
     preds = {"video": np.zeros((2, 4, 1536), np.float32), **{s.name: np.zeros((2, 14, 24), np.float32)
                                                              for s in SENSORS}}
-    total, per = losses.reconstruction_losses(SPECS, preds, inputs, masks)
+    total, per = mae_loss.reconstruction_losses(SPECS, preds, inputs, masks)
     assert per["video"] == pytest.approx(511 / 512, rel=1e-4)
     for s in SENSORS:
         assert per[s.name] == pytest.approx(23 / 24, rel=1e-4)
@@ -76,8 +76,8 @@ def test_loss_hand_case_offset_prediction_and_masked_selection():
     sm[0, [0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]] = True  # visible: tokens 1 and 2
     target = numpy_sensor_targets(s)[0]
     masked_rows = target[np.flatnonzero(sm[0])]  # ascending order
-    _, per = losses.reconstruction_losses(SENSORS[:1], {"a": masked_rows[None] + 1.0}, {"a": s}, {"a": sm})
+    _, per = mae_loss.reconstruction_losses(SENSORS[:1], {"a": masked_rows[None] + 1.0}, {"a": s}, {"a": sm})
     assert per["a"] == pytest.approx(1.0, rel=1e-5)
     shuffled = masked_rows[::-1][None] + 1.0
-    _, per = losses.reconstruction_losses(SENSORS[:1], {"a": shuffled}, {"a": s}, {"a": sm})
+    _, per = mae_loss.reconstruction_losses(SENSORS[:1], {"a": shuffled}, {"a": s}, {"a": sm})
     assert per["a"] > 1.5

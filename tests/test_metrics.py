@@ -3,7 +3,7 @@ TensorBoard shows (read back with TensorBoard's own event reader), and survives 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from mumae_jax import metrics
+from mumae_jax.core import metrics
 
 
 def _run(workdir, start, steps, value, restart=True):

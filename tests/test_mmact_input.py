@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 sys.path.insert(0, os.path.dirname(__file__))
 import mmact_tree as T  # noqa: E402
 
-from mumae_jax import train  # noqa: E402
+from mumae_jax.trainers import pretraining  # noqa: E402
 from mumae_jax.data import input_pipeline as ip  # noqa: E402
 from mumae_jax.data import mmact_input, prepare_mmact, sensor_ops  # noqa: E402
 
@@ -111,7 +111,7 @@ def test_pretrains_on_prepared_data(prepared, tiny_config, tmp_path):
     tiny_config.data, tiny_config.augment = c.data, c.augment  # MMAct: the official multi-scale crop
     tiny_config.data.dir = prepared
     tiny_config.total_steps = 2
-    out = train.train_and_evaluate(tiny_config, str(tmp_path / "run"))
+    out = pretraining.train_and_evaluate(tiny_config, str(tmp_path / "run"))
     assert out["step"] == 2 and len(out["history"]) == 2
     assert all(np.isfinite(r["loss"]) for r in out["history"])
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mumae_jax.configs import pretrain
-from mumae_jax import train_state
+from mumae_jax.steps import pretraining_step
 from mumae_jax.models import mae
 
 
@@ -22,7 +22,7 @@ def _fixed_masks(specs, batch, seed=0):
 
 def test_paper_b_shapes():
     model = mae.from_config(pretrain.get_config())
-    inputs, masks = train_state.dummy_inputs(model.specs, 2)
+    inputs, masks = pretraining_step.dummy_inputs(model.specs, 2)
     variables = jax.eval_shape(model.init, jax.random.key(0), inputs, masks)
     enc = jax.eval_shape(lambda v: model.apply(v, inputs, masks, method=model.encode), variables)
     assert enc.shape == (2, 160 + 4 * 2, 768)
@@ -70,7 +70,7 @@ def test_encoder_ignores_masked_inputs(tiny_config):
 def test_bf16_compute_keeps_fp32_params(tiny_config):
     tiny_config.compute_dtype = "bfloat16"
     model = mae.from_config(tiny_config)
-    inputs, masks = train_state.dummy_inputs(model.specs, 1)
+    inputs, masks = pretraining_step.dummy_inputs(model.specs, 1)
     params = jax.eval_shape(model.init, jax.random.key(0), inputs, masks)["params"]
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
     out = jax.eval_shape(lambda p: model.apply({"params": p}, inputs, masks), params)

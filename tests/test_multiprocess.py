@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from conftest import FAST_COMPILE
-from mumae_jax import config_files, distributed, metrics, pretrained, train
+from mumae_jax.core import config_files, distributed, metrics
+from mumae_jax.trainers import pretraining
+from mumae_jax.weights import pretrained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/conftest.make_tiny_config as command-line overrides (what a user of main.py would type)
@@ -74,7 +76,7 @@ def test_a_launched_pair_stops_together_on_one_sigterm_and_matches_one_process(t
     spec, overrides = long_run[0].split("=", 1)[1], long_run[1:]
     config = config_files.load_config_file(os.path.join(ROOT, spec), overrides)
     signal_at = lambda step: step == stop and os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
-    assert train.train_and_evaluate(config, single, step_hook=signal_at)["step"] == stop
+    assert pretraining.train_and_evaluate(config, single, step_hook=signal_at)["step"] == stop
     a, b = (metrics.read_jsonl(os.path.join(d, "metrics.jsonl")) for d in (pair, single))
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, stop + 1))
     np.testing.assert_allclose([r["loss"] for r in a], [r["loss"] for r in b], rtol=1e-5)
@@ -89,7 +91,7 @@ def test_unreachable_coordinator_fails_with_a_clear_message():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
     env.update(MUMAE_JAX_COORDINATOR=f"127.0.0.1:{_free_port()}", MUMAE_JAX_NUM_PROCESSES="2",
                MUMAE_JAX_PROCESS_ID="1", MUMAE_JAX_INIT_TIMEOUT="2", JAX_PLATFORMS="cpu")
-    code = "from mumae_jax import distributed; distributed.maybe_initialize()"
+    code = "from mumae_jax.core import distributed; distributed.maybe_initialize()"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert "process 1 of 2: the coordinator 127.0.0.1:" in r.stderr and "within 2 s" in r.stderr

@@ -14,7 +14,8 @@ import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
-from mumae_jax import episode_eval, metrics
+from mumae_jax.core import metrics
+from mumae_jax.evaluators import episode_accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "launch", "colab")
@@ -106,7 +107,7 @@ def test_demo_notebook_runs(tmp_path):
     report = json.load(open(os.path.join(work, "oneshot", "report.json")))
     episode = json.load(open(os.path.join(work, "oneshot", "episodes_test.json")))["episodes"][3]
     out = _stdout(nb)
-    assert episode_eval.format_report(report) in out
+    assert episode_accuracy.format_report(report) in out
     truth = episode["query_labels"][0]
     assert f"true class {truth} ({episode['classes'][truth]})" in out
     assert all(clip in out for clip in episode["support"] + episode["query"])

@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from mumae_jax import losses
+from mumae_jax.objectives import mae_loss
 from mumae_jax.models import mae
-from mumae_jax.tools import official_keys as ok
+from mumae_jax.weights import official_keys as ok
 
 try:
     from scipy.special import erf as _erf
@@ -308,7 +308,7 @@ def case():
     def run(params):
         with jax.default_matmul_precision("highest"):
             preds = model.apply({"params": params}, inputs, masks)
-            total, per = losses.reconstruction_losses(model.specs, preds, inputs, masks)
+            total, per = mae_loss.reconstruction_losses(model.specs, preds, inputs, masks)
         return preds, total, per
 
     sd = _official_state_dict()

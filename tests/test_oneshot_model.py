@@ -9,10 +9,11 @@ from flax import traverse_util
 
 from mumae_jax.configs import oneshot as oneshot_config
 from conftest import make_tiny_config
-from mumae_jax import episodic, sharding
+from mumae_jax.core import sharding
+from mumae_jax.steps import episodic_step
 from mumae_jax.data import episode_input, episodes, splits, synthetic
 from mumae_jax.models import cam, mae, oneshot
-from mumae_jax.train_state import dummy_inputs
+from mumae_jax.steps.pretraining_step import dummy_inputs
 
 SYN = {"name": "synthetic", "split": "novel", "num_subjects": 2, "num_sessions": 1, "num_cameras": 2, "seed": 0}
 
@@ -25,10 +26,10 @@ def tiny_oneshot_config(**episodes_kw):
 
 
 def build(c=None):
-    from mumae_jax import oneshot_train
+    from mumae_jax.trainers import oneshot_training
 
     c = c or tiny_oneshot_config()
-    return oneshot_train.build_model(c, make_tiny_config())
+    return oneshot_training.build_model(c, make_tiny_config())
 
 
 def real_episodes(protocol="official", n=2, seq_len=2):
@@ -88,16 +89,16 @@ def test_batched_tasks_equal_accumulated_per_task_gradients(task_chunks):
     tasks = _tasks(num_tasks)
     mesh = sharding.make_mesh()
     tx = optax.sgd(lr)
-    init, _, state_sh = episodic.state_initializer(model, tx, jax.random.key(1), mesh, tasks[0])
+    init, _, state_sh = episodic_step.state_initializer(model, tx, jax.random.key(1), mesh, tasks[0])
     state = init()
     params0 = jax.device_get(state["params"])
     stats0 = jax.device_get(state["batch_stats"])
     # batch_stats start non-trivial so the fold is tested on a general value
     stats0 = jax.tree.map(lambda x: x + 0.3 if x.dtype == np.float32 else x, stats0)
     state = {**state, "batch_stats": jax.device_put(stats0, state_sh["batch_stats"])}
-    step = episodic.make_train_step(model, tx, seed=3, num_tasks=num_tasks, mesh=mesh, state_sh=state_sh,
+    step = episodic_step.make_train_step(model, tx, seed=3, num_tasks=num_tasks, mesh=mesh, state_sh=state_sh,
                                     task_chunks=task_chunks)
-    new, m = step(state, sharding.to_global(episodic.stack_tasks(tasks), mesh))
+    new, m = step(state, sharding.to_global(episodic_step.stack_tasks(tasks), mesh))
 
     keys = jax.random.split(jax.random.fold_in(jax.random.key(3), 0), num_tasks)
 
@@ -136,7 +137,7 @@ def test_fold_batch_stats_replays_sequential_updates():
     # two updates per task from the same start
     per_task = {"bn": {"mean": jnp.stack([(1 - m) ** 2 * old["bn"]["mean"] + (1 - m) * m * b + m * b for b in batch]),
                        "var": jnp.stack([old["bn"]["var"]] * 3), "count": jnp.asarray([6, 6, 6])}}
-    got = episodic.fold_batch_stats(old, per_task, m)
+    got = episodic_step.fold_batch_stats(old, per_task, m)
     r = np.asarray(old["bn"]["mean"])
     for b in batch:
         for _ in range(2):
@@ -148,7 +149,7 @@ def test_fold_batch_stats_replays_sequential_updates():
 
 
 def test_pretrained_encoder_is_loaded_strictly():
-    from mumae_jax import oneshot_train
+    from mumae_jax.trainers import oneshot_training
 
     pcfg = make_tiny_config()
     pre = mae.from_config(pcfg)
@@ -156,9 +157,9 @@ def test_pretrained_encoder_is_loaded_strictly():
     pparams = pre.init({"params": jax.random.key(7)}, inputs, masks)["params"]
     c = tiny_oneshot_config()
     c.init.update(mae="pretrained", video="mae")
-    model = oneshot_train.build_model(c, pcfg)
+    model = oneshot_training.build_model(c, pcfg)
     params = model.init({"params": jax.random.key(0)}, real_episodes(n=1)[0])["params"]
-    new, report = oneshot_train.pretrained_params(c, params, pparams)
+    new, report = oneshot_training.pretrained_params(c, params, pparams)
     np.testing.assert_array_equal(new["mae"]["encoder"]["block01"]["attn"]["qkv"]["kernel"],
                                   pparams["encoder"]["block01"]["attn"]["qkv"]["kernel"])
     np.testing.assert_array_equal(new["mae"]["embed_gyro"]["proj"]["kernel"], pparams["embed_gyro"]["proj"]["kernel"])
@@ -173,7 +174,7 @@ def test_pretrained_encoder_is_loaded_strictly():
     wide.model.update(width=96, num_heads=2)
     wparams = mae.from_config(wide).init({"params": jax.random.key(7)}, inputs, masks)["params"]
     with pytest.raises(ValueError, match="encoder/block00/attn/qkv/kernel"):
-        oneshot_train.pretrained_params(c, params, wparams)
+        oneshot_training.pretrained_params(c, params, wparams)
 
 
 def test_frozen_submodules_get_no_gradient_and_no_update_the_rest_the_full_models_update():
@@ -182,16 +183,16 @@ def test_frozen_submodules_get_no_gradient_and_no_update_the_rest_the_full_model
     c = tiny_oneshot_config()
     c.model.temperature = 0.5
     model, num_tasks, mesh = build(c), 8, sharding.make_mesh()  # tasks sharded over the test's 8 devices
-    tasks = sharding.to_global(episodic.stack_tasks(_tasks(num_tasks)), mesh)
+    tasks = sharding.to_global(episodic_step.stack_tasks(_tasks(num_tasks)), mesh)
     params = {}
     for freeze in ((), ("mae", "vid*")):
         shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, _tasks(1)[0])["params"])
-        names = episodic.frozen_names(shapes, freeze)
-        tx = episodic.make_optimizer("sgd", 1.0, names)
-        init, _, state_sh = episodic.state_initializer(model, tx, jax.random.key(1), mesh, _tasks(1)[0])
+        names = episodic_step.frozen_names(shapes, freeze)
+        tx = episodic_step.make_optimizer("sgd", 1.0, names)
+        init, _, state_sh = episodic_step.state_initializer(model, tx, jax.random.key(1), mesh, _tasks(1)[0])
         state = init()
         params0 = jax.device_get(state["params"])
-        step = episodic.make_train_step(model, tx, 3, num_tasks, mesh, state_sh, freeze=names)
+        step = episodic_step.make_train_step(model, tx, 3, num_tasks, mesh, state_sh, freeze=names)
         params[freeze] = jax.device_get(step(state, tasks)[0]["params"])
     assert names == {"mae", "video"}
     frozen, full = params[("mae", "vid*")], params[()]
@@ -201,9 +202,9 @@ def test_frozen_submodules_get_no_gradient_and_no_update_the_rest_the_full_model
     for k in ("fusion", "classifier", "cnn_gyro"):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), frozen[k], full[k])
     with pytest.raises(ValueError, match="matches no submodule"):
-        episodic.frozen_names(shapes, ("decoder",))
+        episodic_step.frozen_names(shapes, ("decoder",))
     with pytest.raises(ValueError, match="optimizer"):
-        episodic.make_optimizer("lamb", 0.1)
+        episodic_step.make_optimizer("lamb", 0.1)
 
 
 def test_episode_head_on_clips_encoded_elsewhere_gives_the_models_logits():

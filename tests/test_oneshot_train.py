@@ -9,7 +9,9 @@ from PIL import Image
 
 from mumae_jax.configs import oneshot as oneshot_config
 from conftest import make_tiny_config
-from mumae_jax import episode_eval, metrics, oneshot_train, pictures, train
+from mumae_jax.core import metrics
+from mumae_jax.evaluators import episode_accuracy, pictures
+from mumae_jax.trainers import oneshot_training, pretraining
 from mumae_jax.data import episodes as E
 
 
@@ -35,14 +37,14 @@ def tiny(pre_workdir, **kw):
 @pytest.fixture(scope="module")
 def pre_workdir(tmp_path_factory):
     w = str(tmp_path_factory.mktemp("pre"))
-    train.train_and_evaluate(make_tiny_config(total_steps=2), w)
+    pretraining.train_and_evaluate(make_tiny_config(total_steps=2), w)
     return w
 
 
 def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_workdir, tmp_path):
     w = str(tmp_path / "os")
     c = tiny(pre_workdir)
-    res = oneshot_train.train_and_evaluate(c, w)
+    res = oneshot_training.train_and_evaluate(c, w)
     assert res["step"] == 3 and not res["preempted"]
     init = json.load(open(os.path.join(w, "init_report.json")))
     assert init["pretrain_step"] == 2 and len(init["mae"]["loaded"]) > 20 and len(init["video"]["loaded"]) > 20
@@ -56,17 +58,17 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
     assert report["final"]["step"] == 3 and report["final"]["num_queries"] == 16
     assert report["final"]["accuracy"] == pytest.approx(evals[-1]["test_accuracy"])
     sel = report["test_selected"]
-    assert sel["label"] == episode_eval.TEST_SELECTED_LABEL
+    assert sel["label"] == episode_accuracy.TEST_SELECTED_LABEL
     assert sel["accuracy"] == max(r["test_accuracy"] for r in evals) and sel["num_evaluations"] == 3
-    assert episode_eval.TEST_SELECTED_LABEL in open(os.path.join(w, "report.txt")).read()
+    assert episode_accuracy.TEST_SELECTED_LABEL in open(os.path.join(w, "report.txt")).read()
 
     # the same checkpoint and episode list give the same accuracy twice (and equal the report)
-    a = oneshot_train.evaluate_checkpoint(c, w, step=3)
-    b = oneshot_train.evaluate_checkpoint(c, w, step=3)
+    a = oneshot_training.evaluate_checkpoint(c, w, step=3)
+    b = oneshot_training.evaluate_checkpoint(c, w, step=3)
     np.testing.assert_array_equal(a["hits"], b["hits"])
     assert a["accuracy"] == report["final"]["accuracy"] and a["ci95"] == report["final"]["ci95"]
     # one episode through the same checkpoint: the evaluation's hit, its clips, a distribution over 5 classes
-    e = oneshot_train.predict_episode(c, w, index=5, step=3)
+    e = oneshot_training.predict_episode(c, w, index=5, step=3)
     assert e["step"] == 3 and e["episode"] == E.load_episode_list(os.path.join(w, "episodes_test.json"))[5]
     assert (e["prediction"] == e["query_labels"]).tolist() == a["hits"][5].tolist()
     assert e["support_video"].shape == (5, 2, 32, 32, 3) and e["query_video"].shape == (1, 2, 32, 32, 3)
@@ -75,29 +77,29 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
     pictures.episode_figure(e, str(tmp_path / "episode.png"))
     assert Image.open(tmp_path / "episode.png").size[0] > 500
     with pytest.raises(IndexError, match="episode 16 of a test list of 16"):
-        oneshot_train.predict_episode(c, w, index=16)
+        oneshot_training.predict_episode(c, w, index=16)
     missing = tmp_path / "no_such_run"
     with pytest.raises(FileNotFoundError, match="no_such_run/checkpoints not found"):
-        oneshot_train.predict_episode(c, str(missing))
+        oneshot_training.predict_episode(c, str(missing))
     assert not missing.exists()  # nothing created on the way to the error
-    v = oneshot_train.evaluate_checkpoint(c, w, best=True)
+    v = oneshot_training.evaluate_checkpoint(c, w, best=True)
     assert v["step"] == best["step"] and v["accuracy"] == report["validation_selected"]["accuracy"]
 
     # a finished run resumes from its last checkpoint, trains nothing and reports the same numbers; without
     # asking, no test-selected row
     c.eval.report_test_selection = False
-    again = oneshot_train.train_and_evaluate(c, w)
+    again = oneshot_training.train_and_evaluate(c, w)
     assert again["step"] == 3 and again["report"]["final"] == report["final"]
     assert again["report"]["validation_selected"] == report["validation_selected"]
     assert "test_selected" not in again["report"]
-    assert episode_eval.TEST_SELECTED_LABEL not in open(os.path.join(w, "report.txt")).read()
+    assert episode_accuracy.TEST_SELECTED_LABEL not in open(os.path.join(w, "report.txt")).read()
 
 
 def test_random_init_needs_no_pretraining_run_and_pretrained_init_needs_one(tmp_path):
     c = tiny("")
     with pytest.raises(ValueError, match="pretrain_workdir"):
-        oneshot_train.train_and_evaluate(c, str(tmp_path / "a"))
+        oneshot_training.train_and_evaluate(c, str(tmp_path / "a"))
     assert not (tmp_path / "a").exists()  # a failed start leaves no workdir behind
     with pytest.raises(ValueError, match="config.tasks_per_batch=0 must be >= 1"):
-        oneshot_train.train_and_evaluate(tiny("", tasks_per_batch=0), str(tmp_path / "b"))
+        oneshot_training.train_and_evaluate(tiny("", tasks_per_batch=0), str(tmp_path / "b"))
     assert not (tmp_path / "b").exists()

@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 
 from conftest import make_tiny_config
-from mumae_jax import pictures, reconstruction, train
+from mumae_jax.evaluators import pictures, reconstruction
+from mumae_jax.trainers import pretraining
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,7 +18,7 @@ def test_pictures_during_training_and_from_the_command(tmp_path):
     config = make_tiny_config(total_steps=2, checkpoint_every_steps=2, pictures_every_steps=2)
     config.lock()  # as main.py passes it
     run = str(tmp_path / "run")
-    train.train_and_evaluate(config, run)
+    pretraining.train_and_evaluate(config, run)
     t, size = 4, 32  # tiny config: 4 frames of 32x32
     grid = Image.open(os.path.join(run, "pictures", "step0000002_video.png"))
     assert grid.size == (110 + t * (size + 2), 28 + 3 * (size + 2))
@@ -33,7 +34,7 @@ def test_pictures_during_training_and_from_the_command(tmp_path):
     assert np.abs(rec["reconstruction"][hidden] - rec["original"][hidden]).mean() > 1e-3
 
     out = tmp_path / "pics"
-    r = subprocess.run([sys.executable, "-m", "mumae_jax.pictures", f"--workdir={run}", "--example=5", "--seed=1",
+    r = subprocess.run([sys.executable, "-m", "mumae_jax.evaluators.pictures", f"--workdir={run}", "--example=5", "--seed=1",
                         f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     paths = r.stdout.split()

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from mumae_jax import losses, reconstruction
+from mumae_jax.evaluators import reconstruction
+from mumae_jax.objectives import mae_loss
 from mumae_jax.models import masking, modality
 
 
@@ -20,7 +21,7 @@ def _example(seed=0):
 
 def test_true_targets_reconstruct_the_original():
     specs, inputs, masks = _example()
-    preds = {s.name: np.asarray(losses.masked_targets(s, inputs[s.name], masks[s.name])) for s in specs}
+    preds = {s.name: np.asarray(mae_loss.masked_targets(s, inputs[s.name], masks[s.name])) for s in specs}
     out = reconstruction.reconstruct_all(specs, inputs, masks, preds, index=1)
     for s in specs:
         r = out[s.name]

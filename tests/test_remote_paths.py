@@ -12,7 +12,8 @@ from etils import epath
 from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
-from mumae_jax import metrics, pretrained
+from mumae_jax.core import metrics
+from mumae_jax.weights import pretrained
 from mumae_jax.data import episodes as E
 from mumae_jax.data import splits
 from test_episodes import make_records

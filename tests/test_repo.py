@@ -26,8 +26,8 @@ def test_ci_runs_the_readme_test_command():
 def test_core_imports_without_tensorflow():
     code = (
         BLOCK_TENSORFLOW +
-        "import mumae_jax.models.mae, mumae_jax.models.masking, mumae_jax.losses, mumae_jax.train_state\n"
-        "import mumae_jax.train, mumae_jax.checkpointing, mumae_jax.data\n"
+        "import mumae_jax.models.mae, mumae_jax.models.masking, mumae_jax.objectives.mae_loss, mumae_jax.steps.pretraining_step\n"
+        "import mumae_jax.trainers.pretraining, mumae_jax.core.checkpointing, mumae_jax.data\n"
         "assert 'tensorflow' not in sys.modules\n"
         "print('ok')\n"
     )

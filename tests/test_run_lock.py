@@ -8,9 +8,10 @@ import sys
 import pytest
 
 from conftest import make_tiny_config
-from mumae_jax import run_lock, train
+from mumae_jax.core import run_lock
+from mumae_jax.trainers import pretraining
 
-HOLD = ("import sys, time; from mumae_jax.run_lock import RunLock; lock = RunLock(sys.argv[1]).__enter__(); "
+HOLD = ("import sys, time; from mumae_jax.core.run_lock import RunLock; lock = RunLock(sys.argv[1]).__enter__(); "
         "print('locked', flush=True); time.sleep(120)")
 
 
@@ -22,7 +23,7 @@ def test_a_second_run_is_refused_and_a_killed_holder_frees_the_lock(tmp_path):
         with pytest.raises(run_lock.WorkdirInUse, match=rf"in use by process {holder.pid} on "):
             run_lock.RunLock(str(tmp_path)).__enter__()
         with pytest.raises(run_lock.WorkdirInUse, match=f"process {holder.pid}"):  # the loops take it too
-            train.train_and_evaluate(make_tiny_config(), str(tmp_path))
+            pretraining.train_and_evaluate(make_tiny_config(), str(tmp_path))
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()

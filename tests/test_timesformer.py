@@ -9,7 +9,7 @@ from flax import traverse_util
 from scipy.special import erf
 
 from conftest import make_tiny_config
-from mumae_jax import train_state
+from mumae_jax.steps import pretraining_step
 from mumae_jax.models import mae, timesformer, tokenizers
 
 T, S, W, HEADS = 4, 32, 32, 2  # frames, image size, width, heads: P = 4 patches of 16²
@@ -208,7 +208,7 @@ def test_deterministic_and_drop_path(ts_params):
 @pytest.fixture(scope="module")
 def tiny_mae():
     model = mae.from_config(make_tiny_config())  # width 64, depth 2, heads 2, tube (2, 16, 16), 4x32²
-    inputs, masks = train_state.dummy_inputs(model.specs, 1)
+    inputs, masks = pretraining_step.dummy_inputs(model.specs, 1)
     shapes = jax.eval_shape(model.init, jax.random.key(0), inputs, masks)["params"]
     return model, _randomize(shapes, seed=11, std=0.05)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mumae_jax import checkpointing, metrics, train
+from mumae_jax.core import checkpointing, metrics
+from mumae_jax.trainers import pretraining
 
 
 def _losses(workdir):
@@ -18,7 +19,7 @@ def _losses(workdir):
 def test_killed_and_resumed_run_replays_exactly(tiny_config, tmp_path):
     full = str(tmp_path / "full")
     tiny_config.write_tensorboard = True
-    out = train.train_and_evaluate(tiny_config, full)
+    out = pretraining.train_and_evaluate(tiny_config, full)
     tiny_config.write_tensorboard = False
     assert out["step"] == 6 and not out["preempted"]
     ref = _losses(full)
@@ -39,15 +40,15 @@ def test_killed_and_resumed_run_replays_exactly(tiny_config, tmp_path):
         if step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    out = train.train_and_evaluate(tiny_config, killed, step_hook=kill_at_3)
+    out = pretraining.train_and_evaluate(tiny_config, killed, step_hook=kill_at_3)
     assert out["preempted"] and out["step"] == 3
     assert checkpointing.Checkpointer(os.path.join(killed, "checkpoints"), 2).latest_step() == 3
-    out = train.train_and_evaluate(tiny_config, killed)  # resumes from step 3
+    out = pretraining.train_and_evaluate(tiny_config, killed)  # resumes from step 3
     assert out["step"] == 6
     resumed = _losses(killed)
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     assert [resumed[s] for s in range(1, 7)] == [ref[s] for s in range(1, 7)]  # bit-identical
-    a, b = (jax.device_get(o["state"]["params"]) for o in (out, train.train_and_evaluate(tiny_config, full)))
+    a, b = (jax.device_get(o["state"]["params"]) for o in (out, pretraining.train_and_evaluate(tiny_config, full)))
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
@@ -64,7 +65,7 @@ def test_sigterm_during_logging_still_saves_that_step(tiny_config, tmp_path, mon
     monkeypatch.setattr(metrics.MetricWriter, "write", write_then_signal)
     workdir = str(tmp_path / "term")
     with caplog.at_level("WARNING"):
-        out = train.train_and_evaluate(tiny_config, workdir)
+        out = pretraining.train_and_evaluate(tiny_config, workdir)
     assert out["preempted"] and out["step"] == 3
     assert "saved a checkpoint at step 3" in caplog.text
     assert checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 2).latest_step() == 3
@@ -76,7 +77,7 @@ def test_nonfinite_loss_stops_without_checkpoint(tiny_config, tmp_path):
     tiny_config.total_steps = 8
     workdir = str(tmp_path / "nan")
     with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient norm at training step \d+") as e:
-        train.train_and_evaluate(tiny_config, workdir)
+        pretraining.train_and_evaluate(tiny_config, workdir)
     bad = int(re.search(r"step (\d+)", str(e.value)).group(1))
     steps = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 3).all_steps()
     assert all(s < bad for s in steps), (steps, bad)
@@ -91,21 +92,21 @@ def test_a_failed_start_names_the_problem_and_leaves_no_workdir(tiny_config, tmp
                                                                  message):
     (tiny_config[section] if section else tiny_config)[field] = value
     with pytest.raises(ValueError, match=message):
-        train.train_and_evaluate(tiny_config, str(tmp_path / "run"))
+        pretraining.train_and_evaluate(tiny_config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 
 def test_periodic_fewshot_evaluation_is_logged_and_deterministic(tiny_config, tmp_path):
-    from mumae_jax import frozen_eval
+    from mumae_jax.evaluators import frozen
 
     tiny_config.total_steps = 2
     tiny_config.evals.fewshot.update(every_steps=2, num_episodes=6, batch_size=16)
-    out = train.train_and_evaluate(tiny_config, str(tmp_path))
+    out = pretraining.train_and_evaluate(tiny_config, str(tmp_path))
     logged = [r for r in metrics.read_jsonl(os.path.join(tmp_path, "metrics.jsonl")) if "fewshot/ridge_accuracy" in r]
     assert [r["step"] for r in logged] == [2]
     assert "loss" in out["history"][-1] and "fewshot/ridge_accuracy" in out["history"][-1]  # main.py reads it
     for p in ("prototype", "ridge"):
         assert 0 <= logged[0][f"fewshot/{p}_accuracy"] <= 100 and logged[0][f"fewshot/{p}_ci95"] >= 0
-    evaluator = frozen_eval.PeriodicEvaluator(tiny_config, tiny_config.evals.fewshot)
+    evaluator = frozen.PeriodicEvaluator(tiny_config, tiny_config.evals.fewshot)
     again = [evaluator(out["state"]["params"]) for _ in range(2)]
     assert again[0] == again[1] == {k: v for k, v in logged[0].items() if k.startswith("fewshot/")}

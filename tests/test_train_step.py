@@ -2,7 +2,8 @@
 import jax
 import numpy as np
 
-from mumae_jax import optim, sharding, train_state
+from mumae_jax.core import optim, sharding
+from mumae_jax.steps import pretraining_step
 from mumae_jax.models import mae
 
 
@@ -26,9 +27,9 @@ def _setup(config, devices):
     model = mae.from_config(config)
     mesh = sharding.make_mesh(devices)
     tx, schedule = optim.make_optimizer(config, config.total_steps, config.warmup_steps)
-    init, _, state_sh = train_state.train_state_initializer(model, tx, jax.random.key(config.seed), mesh)
+    init, _, state_sh = pretraining_step.train_state_initializer(model, tx, jax.random.key(config.seed), mesh)
     state = init()
-    step = train_state.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh, state_sh)
+    step = pretraining_step.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh, state_sh)
     return model, mesh, state, step
 
 
@@ -93,7 +94,7 @@ def test_lr_schedule_matches_official_formula():
 
 def test_weight_decay_mask(tiny_config):
     model = mae.from_config(tiny_config)
-    inputs, masks = train_state.dummy_inputs(model.specs)
+    inputs, masks = pretraining_step.dummy_inputs(model.specs)
     params = jax.eval_shape(model.init, jax.random.key(0), inputs, masks)["params"]
     m = optim.decay_mask(params)
     assert m["encoder"]["block00"]["attn"]["qkv"]["kernel"] is True

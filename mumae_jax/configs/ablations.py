@@ -1,5 +1,5 @@
 """The paper's ablations as one table: `python main.py --config=configs/ablations.py:runlocal --workdir=DIR`
-(or `python -m mumae_jax.ablations --config configs/ablations.py:runlocal --workdir DIR`).
+(or `python -m mumae_jax.bench.ablations --config configs/ablations.py:runlocal --workdir DIR`).
 
 Every row is a complete config built here from configs/pretrain.py and configs/oneshot.py, so the same
 command runs at the CPU geometry (runlocal) and, with other arguments, at the paper's (ViT-B, 224², MMAct):

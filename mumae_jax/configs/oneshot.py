@@ -55,7 +55,7 @@ def get_config(arg=None):
 
     # ---- initialisation ----
     # model_init (older name: init.pretrain_workdir): a pretraining workdir (config.json + checkpoints/)
-    # or a converted checkpoint (python -m mumae_jax.tools.convert); its config gives the MAE
+    # or a converted checkpoint (python -m mumae_jax.weights.convert); its config gives the MAE
     # encoder's size and modalities. Without it (init=random only), `pretrain_config` (arguments of
     # configs/pretrain.py) gives the architecture.
     c.init = dict(mae=arg.init, video="mae" if arg.init == "pretrained" else "random", pretrain_workdir="",

@@ -93,7 +93,7 @@ def get_config(arg=None):
 
     # ---- initialisation ----
     # model_init: start from the parameters of a pretraining workdir or of a converted checkpoint
-    # (`python -m mumae_jax.tools.convert`); only at step 0 (a resumed run restores its own checkpoint).
+    # (`python -m mumae_jax.weights.convert`); only at step 0 (a resumed run restores its own checkpoint).
     # Every parameter must be present with its shape; model_init_fresh names path prefixes that may
     # stay freshly initialised instead (e.g. ('decoder_', 'mask_token', 'encoder_to_decoder') for an
     # encoder-only checkpoint). Position tables are fixed sin-cos, rebuilt for this config's geometry.
@@ -142,7 +142,7 @@ def get_config(arg=None):
                      sensor_rotation_deg=0.0, rotate_sensors=("acc_phone", "acc_watch", "gyro"))
 
     # ---- periodic evaluators (every_steps=0: off; when on, also at the last step) ----
-    # fewshot: frozen-encoder few-shot probes on the current params (mumae_jax/frozen_eval.py) over a
+    # fewshot: frozen-encoder few-shot probes on the current params (mumae_jax/evaluators/frozen.py) over a
     # fixed list of `num_episodes` 5-way 1-shot episodes of the `part` classes (drawn once, `seed`);
     # seq_len=0: the pretraining num_frames (must be a multiple of the tubelet's 2 frames).
     # modalities: comma-separated groups, one encoder each (all, video, sensors, names joined by '+');

@@ -710,7 +710,7 @@ class SyntheticMMAct:
         ~3 ms per 64² frame on one CPU core; a long pretraining run on a fixed clip set sees each frame
         many times, so a cache of its frames (~12 KB each at 64²) makes the input nearly free.
     The defaults (person, 0.3, 0.5) make the raw pixels of two clips of a novel class about 30 % 5-way
-    1-shot (`python -m mumae_jax.anchors`), against 21 % for ('room', 1, 1): see data/README.md.
+    1-shot (`python -m mumae_jax.evaluators.anchors`), against 21 % for ('room', 1, 1): see data/README.md.
     """
 
     FRAMINGS = ("person", "room")

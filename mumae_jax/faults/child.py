@@ -2,7 +2,7 @@
 
     python -m mumae_jax.faults.child --workdir W [--data PREPARED_DIR] [--inject KIND@N] [--set key=value ...]
 
-Runs `train.train_and_evaluate` on `suite_config()` (configs/pretrain.py:tiny, 40 steps, a checkpoint
+Runs `pretraining.train_and_evaluate` on `suite_config()` (configs/pretrain.py:tiny, 40 steps, a checkpoint
 every 10, one metrics record per step). An injection patches one function of this process only
 (`INJECTIONS`); the library's code is the code users run. The last stderr line is `error: <type>:
 <message>` on a failure (exit 1) and stdout's last line `finished at step N` on success, as in main.py.
@@ -53,7 +53,7 @@ def _self(sig):
 
 def _kill_in_checkpoint_write(at: int):
     """SIGKILL right after the checkpoint of step `at` was started (orbax writes it in the background)."""
-    from mumae_jax import checkpointing
+    from mumae_jax.core import checkpointing
 
     save = checkpointing.Checkpointer.save
 
@@ -70,7 +70,7 @@ def _kill_in_metrics_write(at: int):
     """SIGKILL halfway through writing the metrics line of step `at` (a torn last line)."""
     import json
 
-    from mumae_jax import metrics
+    from mumae_jax.core import metrics
 
     write = metrics.MetricWriter.write
 
@@ -102,7 +102,7 @@ def _kill_in_dataset_build(at: int):
 
 def _term_in_logging(at: int):
     """SIGTERM while the training record of step `at` is being written (after its device_get)."""
-    from mumae_jax import metrics
+    from mumae_jax.core import metrics
 
     write = metrics.MetricWriter.write
 
@@ -139,7 +139,7 @@ def _pause_at(at: int):
     and its workdir lock, alive while the suite starts a second run on the same workdir."""
     import time
 
-    from mumae_jax import metrics
+    from mumae_jax.core import metrics
 
     write = metrics.MetricWriter.write
 
@@ -158,9 +158,9 @@ def _nonfinite_at(at: int):
     import jax
     import jax.numpy as jnp
 
-    from mumae_jax import train_state
+    from mumae_jax.steps import pretraining_step
 
-    make = train_state.make_train_step
+    make = pretraining_step.make_train_step
 
     def patched_make(*a, **k):
         step_fn = make(*a, **k)
@@ -172,7 +172,7 @@ def _nonfinite_at(at: int):
             return step_fn(state, batch)
         return step
 
-    train_state.make_train_step = patched_make
+    pretraining_step.make_train_step = patched_make
 
 
 INJECTIONS = {
@@ -180,8 +180,8 @@ INJECTIONS = {
     "kill_in_metrics_write": _kill_in_metrics_write,
     "kill_in_dataset_build": _kill_in_dataset_build,
     "term_in_logging": _term_in_logging,
-    "term_in_evaluation": _term_in_call("mumae_jax.frozen_eval", "PeriodicEvaluator", "__call__"),
-    "term_in_pictures": _term_in_call("mumae_jax.pictures", "", "write_pictures"),
+    "term_in_evaluation": _term_in_call("mumae_jax.evaluators.frozen", "PeriodicEvaluator", "__call__"),
+    "term_in_pictures": _term_in_call("mumae_jax.evaluators.pictures", "", "write_pictures"),
     "nonfinite_at": _nonfinite_at,
     "pause_at": _pause_at,
 }
@@ -201,9 +201,9 @@ def main(argv=None) -> int:
         if a.inject:
             kind, _, at = a.inject.partition("@")
             INJECTIONS[kind](int(at))
-        from mumae_jax import train
+        from mumae_jax.trainers import pretraining
 
-        out = train.train_and_evaluate(config, a.workdir)
+        out = pretraining.train_and_evaluate(config, a.workdir)
     except Exception as e:  # noqa: BLE001 - the one line a user of main.py reads last
         print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr, flush=True)
         return 1

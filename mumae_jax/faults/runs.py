@@ -130,7 +130,7 @@ class Suite:
         import io
         import logging
 
-        from mumae_jax import train
+        from mumae_jax.trainers import pretraining
         from mumae_jax.faults.child import suite_config
 
         stream, logger = io.StringIO(), logging.getLogger("mumae_jax")
@@ -140,7 +140,7 @@ class Suite:
         logger.setLevel(logging.INFO)
         t0, rc, out = time.perf_counter(), 0, ""
         try:
-            result = train.train_and_evaluate(suite_config(data), str(workdir))
+            result = pretraining.train_and_evaluate(suite_config(data), str(workdir))
             out = f"finished at step {result['step']}"
         except Exception as e:  # noqa: BLE001 - reported like a child's last line
             rc = 1

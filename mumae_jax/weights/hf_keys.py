@@ -50,7 +50,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from flax import traverse_util
 
-from mumae_jax.tools import layouts
+from mumae_jax.weights import layouts
 
 VIDEO = "video"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

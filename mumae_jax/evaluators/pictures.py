@@ -1,7 +1,7 @@
 """Reconstruction pictures: original, masked and reconstructed video (PNG grid and GIF) and the four
 sensor streams with their masked samples shaded (PNG).
 
-    python -m mumae_jax.pictures --workdir=RUN [--step=N] [--example=0] [--seed=0] [--out=DIR]
+    python -m mumae_jax.evaluators.pictures --workdir=RUN [--step=N] [--example=0] [--seed=0] [--out=DIR]
 
 draws clip `--example` of the run's pretraining data (its config.json), masks it with `--seed` and writes
 `<out>/example<k>_step<N>_video.png`, `..._video.gif` and `..._sensors.png` (out: RUN/pictures). Masked
@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mumae_jax import reconstruction
+from mumae_jax.evaluators import reconstruction
 
 NOTE = "masked tubes: prediction un-normalised with the original tube's own mean/std"
 
@@ -176,7 +176,7 @@ def predict_clip(workdir: str, step: int = -1, example: int = 0, seed: int = 0):
     The decoders reconstruct every masked token (decoder_ratio is set to 1: same parameters)."""
     import jax
 
-    from mumae_jax import pretrained
+    from mumae_jax.weights import pretrained
     from mumae_jax.data import input_pipeline
     from mumae_jax.models import mae, masking
 

@@ -1,8 +1,8 @@
 """Export a pretraining run (or a converted directory) back to PyTorch layouts.
 
-  python -m mumae_jax.tools.export --src /tmp/pretrain_run --dst mumae.pth --format official
-  python -m mumae_jax.tools.export --src /tmp/pretrain_run --dst videomae.pth --format videomae
-  python -m mumae_jax.tools.export --src /tmp/pretrain_run --dst hf_folder/ --format hf
+  python -m mumae_jax.weights.export --src /tmp/pretrain_run --dst mumae.pth --format official
+  python -m mumae_jax.weights.export --src /tmp/pretrain_run --dst videomae.pth --format videomae
+  python -m mumae_jax.weights.export --src /tmp/pretrain_run --dst hf_folder/ --format hf
 
 official   the official Mu-MAE `PretrainVisionTransformer` state dict, saved as {'model': sd, 'epoch': step}
            (.pth; .safetensors / .npz hold the bare state dict). Needs all five Mu-MAE modalities.
@@ -10,7 +10,7 @@ videomae   the official VideoMAE pretraining state dict of the video modality (s
 hf         a `transformers` `VideoMAEForPreTraining` folder (config.json + model.safetensors) of the video
            modality, loadable with `VideoMAEForPreTraining.from_pretrained(dst)`; an encoder-only source
            gives a `VideoMAEModel` folder.
-Conversion back with `python -m mumae_jax.tools.convert` gives the same parameters bit for bit.
+Conversion back with `python -m mumae_jax.weights.convert` gives the same parameters bit for bit.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from mumae_jax.tools import state_dict_io
+from mumae_jax.weights import state_dict_io
 
 FORMATS = ("official", "videomae", "hf")
 
@@ -42,9 +42,9 @@ def _video_only(config, params):
 
 def export(src: str, dst: str, fmt: str, step: Optional[int] = None) -> dict:
     """Writes `dst` in layout `fmt` from the checkpoint `step` (default latest) of `src`; returns a summary."""
-    from mumae_jax import pretrained
+    from mumae_jax.weights import pretrained
     from mumae_jax.models import modality
-    from mumae_jax.tools import hf_keys, official_keys
+    from mumae_jax.weights import hf_keys, official_keys
 
     if fmt not in FORMATS:
         raise ValueError(f"--format={fmt!r}; expected one of {FORMATS}")
@@ -79,7 +79,7 @@ def export(src: str, dst: str, fmt: str, step: Optional[int] = None) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.tools.export", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mumae_jax.weights.export", description=__doc__.split("\n")[0])
     p.add_argument("--src", required=True, help="pretraining workdir or converted directory")
     p.add_argument("--dst", required=True, help=".pth/.safetensors/.npz file, or a folder for --format hf")
     p.add_argument("--format", default="official", choices=FORMATS)

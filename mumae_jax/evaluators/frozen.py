@@ -24,7 +24,7 @@ meta_val / meta_train (built with the data config's class split: a clip that is 
 an error naming it; `split=` picks another).
 
 Also used during pretraining (`PeriodicEvaluator`, config.evals.fewshot) on the live parameters.
-Command line: `frozen_eval_cli.py` (`python -m mumae_jax.frozen_eval ...` runs it).
+Command line: `frozen_cli.py` (`python -m mumae_jax.evaluators.frozen ...` runs it).
 """
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from mumae_jax import checkpointing, fewshot_probes, pretrained, sharding
+from mumae_jax.core import checkpointing, sharding
+from mumae_jax.evaluators import fewshot_probes
+from mumae_jax.weights import pretrained
 from mumae_jax.data import episodes as E
 from mumae_jax.data import splits
 from mumae_jax.models import mae_features
@@ -397,7 +399,7 @@ def evaluate_run(pretrain_workdir: str = "", *, config=None, step: Optional[int]
             "modalities": {g: [s.name for s in e.specs] for g, (e, _) in models.items()}, **single, **res}
 
 
-if __name__ == "__main__":  # the command line is frozen_eval_cli.py
-    from mumae_jax import frozen_eval_cli
+if __name__ == "__main__":  # the command line is frozen_cli.py
+    from mumae_jax.evaluators import frozen_cli
 
-    raise SystemExit(frozen_eval_cli.main())
+    raise SystemExit(frozen_cli.main())

@@ -1,6 +1,6 @@
 """Input-pipeline benchmark: clips/s and frames/s of each input pipeline, with no model step.
 
-    python -m mumae_jax.data.bench_input --config=configs/pretrain.py:runlocal [--pipelines pretrain,episodes]
+    python -m mumae_jax.bench.input_speed --config=configs/pretrain.py:runlocal [--pipelines pretrain,episodes]
         [--batches 20] [--warmup 3] [--config.batch_size=32 ...] [--json out.json]
 
 `pretrain`: the pretraining input of the config (synthetic or prepared MMAct). `episodes`: the one-shot

@@ -2,7 +2,7 @@
 
 mesh -> input pipeline -> model -> sharded state (fresh or restored from the workdir) -> jitted step
 -> loop with JSONL/TensorBoard metrics, progress bar, periodic/final orbax checkpoints, the optional
-few-shot evaluator on the live params (config.evals.fewshot, `frozen_eval.PeriodicEvaluator`) and
+few-shot evaluator on the live params (config.evals.fewshot, `frozen.PeriodicEvaluator`) and
 SIGTERM handling (save, then return).
 """
 from __future__ import annotations
@@ -20,7 +20,9 @@ import numpy as np
 import tqdm
 from etils import epath
 
-from mumae_jax import checkpointing, host_memory, metrics, model_init, optim, run_lock, sharding, train_state
+from mumae_jax.core import checkpointing, host_memory, metrics, optim, run_lock, sharding
+from mumae_jax.steps import pretraining_step
+from mumae_jax.weights import model_init
 from mumae_jax.models import layer_stack, mae, masking
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ def _device_batches(batches, names, mesh, depth: int):
 
 def _apply_model_init(config, state, tx, state_sh, mesh, workdir: str, is_main: bool):
     """Replaces the fresh parameters by those of `config.model_init` (strict; see model_init.py)."""
-    from mumae_jax import pretrained
+    from mumae_jax.weights import pretrained
 
     source_config, source, step = pretrained.load_params(config.model_init, config.get("model_init_step", -1), mesh)
     model_init.check_architecture(source_config, config, source)
@@ -122,7 +124,7 @@ def _picture_fn(config, mesh):
 
     Every process runs the jitted prediction (the batch is global); process 0 writes."""
     try:
-        from mumae_jax import pictures
+        from mumae_jax.evaluators import pictures
         import matplotlib  # noqa: F401
         import PIL  # noqa: F401
     except ImportError as e:
@@ -148,7 +150,7 @@ def _picture_fn(config, mesh):
 
 def _check_same_layer_layout(config, workdir: str) -> None:
     """A run resumes only with the layer layout (config.model.scan) its checkpoints were written with."""
-    from mumae_jax import pretrained
+    from mumae_jax.weights import pretrained
 
     if not (epath.Path(workdir) / "config.json").exists():
         return
@@ -194,7 +196,7 @@ def _train(config, workdir, step_hook, model, mesh, geometry, num_examples: int,
 
     is_main = jax.process_index() == 0
     tx, schedule = optim.make_optimizer(config, total, warmup)
-    init, abstract_state, state_sh = train_state.train_state_initializer(
+    init, abstract_state, state_sh = pretraining_step.train_state_initializer(
         model, tx, jax.random.key(config.seed), mesh)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     writer = metrics.MetricWriter(workdir, tensorboard=config.write_tensorboard)
@@ -214,10 +216,10 @@ def _train(config, workdir, step_hook, model, mesh, geometry, num_examples: int,
     if is_main:
         (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2), encoding="utf-8")
         log.info("model: %s, %d parameters; %d examples, %d steps (%d warm-up), batch %d on %d devices",
-                 config.model.variant, train_state.param_count(state["params"]), num_examples, total,
+                 config.model.variant, pretraining_step.param_count(state["params"]), num_examples, total,
                  warmup, config.batch_size, mesh.devices.size)
 
-    step_fn = train_state.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh, state_sh)
+    step_fn = pretraining_step.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh, state_sh)
     every_picture = int(config.get("pictures_every_steps", 0))
     picture_fn = _picture_fn(config, mesh) if every_picture > 0 else None
     batches, _ = input_pipeline.build_pretrain_input(
@@ -229,9 +231,9 @@ def _train(config, workdir, step_hook, model, mesh, geometry, num_examples: int,
     every_eval = int(fewshot.get("every_steps", 0)) if fewshot is not None else 0
     evaluator = None
     if every_eval > 0:
-        from mumae_jax import frozen_eval
+        from mumae_jax.evaluators import frozen
 
-        evaluator = frozen_eval.PeriodicEvaluator(config, fewshot, mesh)  # episode list drawn once
+        evaluator = frozen.PeriodicEvaluator(config, fewshot, mesh)  # episode list drawn once
 
     history, pending, preempted = [], [], False
     bar = tqdm.tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True,

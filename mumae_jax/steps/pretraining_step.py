@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mumae_jax import losses, sharding
+from mumae_jax.core import sharding
+from mumae_jax.objectives import mae_loss
 from mumae_jax.models import masking
 from mumae_jax.models.mae import MultimodalMAE
 from mumae_jax.models.modality import ModalitySpec
@@ -55,7 +56,7 @@ def loss_and_metrics(model: MultimodalMAE, params, inputs, masks, dropout_rng=No
     deterministic = dropout_rng is None
     rngs = {} if deterministic else {"dropout": dropout_rng}
     preds = model.apply({"params": params}, inputs, masks, deterministic=deterministic, rngs=rngs, decode=decode)
-    total, per = losses.reconstruction_losses(model.specs, preds, inputs, masks, decode)
+    total, per = mae_loss.reconstruction_losses(model.specs, preds, inputs, masks, decode)
     return total, {f"loss_{k}": v for k, v in per.items()}
 
 
@@ -114,7 +115,7 @@ def make_train_step(model: MultimodalMAE, tx: optax.GradientTransformation, sche
 def step_for_config(config, batch_size: int, mesh, seed: int = 0):
     """(model, init, abstract_state, jitted step) of a pretraining config on `mesh`, for benchmarks and cost
     analysis (the schedule's length does not change the step's shapes or cost)."""
-    from mumae_jax import optim
+    from mumae_jax.core import optim
     from mumae_jax.models import mae
 
     model = mae.from_config(config)

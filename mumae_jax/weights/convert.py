@@ -1,8 +1,8 @@
 """Import PyTorch checkpoints into a directory that `config.model_init` (and the one-shot stage) accepts.
 
-  python -m mumae_jax.tools.convert --src checkpoint-799.pth --dst /tmp/mumae_official [--format official]
-  python -m mumae_jax.tools.convert --src videomae_pretrain.pth --dst /tmp/videomae --format videomae
-  python -m mumae_jax.tools.convert --src hf_videomae_folder/ --dst /tmp/hf --format hf
+  python -m mumae_jax.weights.convert --src checkpoint-799.pth --dst /tmp/mumae_official [--format official]
+  python -m mumae_jax.weights.convert --src videomae_pretrain.pth --dst /tmp/videomae --format videomae
+  python -m mumae_jax.weights.convert --src hf_videomae_folder/ --dst /tmp/hf --format hf
 
 Formats (default `auto`: guessed from the keys; see tools/official_keys.py and tools/hf_keys.py):
   official   official Mu-MAE pretraining (`PretrainVisionTransformer`: video + 4 sensors).
@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from mumae_jax.tools import layouts, state_dict_io
+from mumae_jax.weights import layouts, state_dict_io
 
 FORMATS = ("auto", "official", "videomae", "hf")
 SENSOR_KEYS = {"acc_phone": "encoder.patch_embed_phone.proj.weight",
@@ -120,11 +120,11 @@ def _template(config, encoder_only: bool, seed: int = 0):
     """Freshly initialised params of the model `config` describes (numpy), optionally encoder-only."""
     import jax
 
-    from mumae_jax import train_state
+    from mumae_jax.steps import pretraining_step
     from mumae_jax.models import mae
 
     model = mae.from_config(config)
-    inputs, masks = train_state.dummy_inputs(model.specs)
+    inputs, masks = pretraining_step.dummy_inputs(model.specs)
     params = jax.device_get(jax.jit(model.init)({"params": jax.random.key(seed)}, inputs, masks)["params"])
     if encoder_only:
         params = {k: v for k, v in params.items() if k.startswith("embed_") or k == "encoder"}
@@ -141,8 +141,8 @@ def _finetune_to_pretrain_keys(sd: Mapping[str, Any]) -> dict:
 
 def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), args=None) -> dict:
     """Reads `src`, converts it strictly and writes the converted directory `dst`; returns the report."""
-    from mumae_jax import model_init
-    from mumae_jax.tools import hf_keys, official_keys
+    from mumae_jax.weights import model_init
+    from mumae_jax.weights import hf_keys, official_keys
 
     a = args or _parser().parse_args(["--src", src, "--dst", dst])
     sd, info = state_dict_io.load_state_dict(src)
@@ -192,7 +192,7 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.tools.convert", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mumae_jax.weights.convert", description=__doc__.split("\n")[0])
     p.add_argument("--src", required=True, help=".pth/.pt/.bin, .safetensors, .npz or a Hugging Face folder")
     p.add_argument("--dst", required=True, help="output directory (must not hold checkpoints yet)")
     p.add_argument("--format", default="auto", choices=FORMATS)

@@ -1,6 +1,6 @@
 """The paper's ablations as one table, from a config (`configs/ablations.py`).
 
-    python -m mumae_jax.ablations --config configs/ablations.py:runlocal --workdir /tmp/ablations \\
+    python -m mumae_jax.bench.ablations --config configs/ablations.py:runlocal --workdir /tmp/ablations \\
         [--config.rows=random,sync,oneshot_sync] [--config.pretrain_steps=3000]
 
 Under `workdir`:
@@ -25,8 +25,8 @@ from typing import Any, Mapping, Optional, Sequence
 from etils import epath
 from flax import traverse_util
 
-from mumae_jax import anchors, frozen_eval
-from mumae_jax.config_files import load_config_file, packaged, split_overrides
+from mumae_jax.evaluators import anchors, frozen
+from mumae_jax.core.config_files import load_config_file, packaged, split_overrides
 from mumae_jax.data import episodes as E
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,9 @@ def episode_list(config, workdir: epath.Path) -> E.EpisodeList:
     """The fixed novel-class trx list (drawn once from the first condition's data, then read back)."""
     path = workdir / "episodes_novel.json"
     if not path.exists():
-        data = frozen_eval._plain(condition_config(config, next(iter(config.conditions))).data)
+        data = frozen._plain(condition_config(config, next(iter(config.conditions))).data)
         e = config.episodes
-        lst = frozen_eval.draw_episode_list(data, part="novel", protocol="trx", queries=e.queries,
+        lst = frozen.draw_episode_list(data, part="novel", protocol="trx", queries=e.queries,
                                             num_episodes=e.num_episodes, seed=e.seed)
         E.save_episode_list(str(path), lst)
     lst = E.load_episode_list(str(path))
@@ -135,7 +135,7 @@ def present_groups(pretrain_config, groups: Sequence[str]) -> list[str]:
 
 def run_condition(config, name: str, workdir: epath.Path, episodes_file: str) -> dict:
     """Pretraining (unless `random`) and frozen probes of one condition; cached in <name>/result.json."""
-    from mumae_jax import train
+    from mumae_jax.trainers import pretraining
 
     cond, out = config.conditions[name], workdir / name
     pre = out / "pretrain"
@@ -147,7 +147,7 @@ def run_condition(config, name: str, workdir: epath.Path, episodes_file: str) ->
         (pre / "config.json").write_text(p.to_json_best_effort(indent=2), encoding="utf-8")
     elif "pretrain_seconds" not in result:
         t0 = time.time()
-        hist = train.train_and_evaluate(p, str(pre))["history"]
+        hist = pretraining.train_and_evaluate(p, str(pre))["history"]
         result.update(pretrain_seconds=time.time() - t0, pretrain_steps=p.total_steps,
                       pretrain_loss_first=hist[0]["loss"], pretrain_loss_last=hist[-1]["loss"])
         _write(out / "result.json", result)
@@ -157,7 +157,7 @@ def run_condition(config, name: str, workdir: epath.Path, episodes_file: str) ->
             continue
         t0 = time.time()
         kw = dict(config=p, random_init=True, init_seed=config.seed) if not cond.pretrain else {}
-        r = frozen_eval.evaluate_run(str(pre) if cond.pretrain else "", episodes=episodes_file,
+        r = frozen.evaluate_run(str(pre) if cond.pretrain else "", episodes=episodes_file,
                                      modalities=groups, pooling=pooling, probes=_csv(config.frozen.probes), **kw)
         result.setdefault("frozen", {})[pooling] = r["groups"]
         result.setdefault("frozen_seconds", {})[pooling] = time.time() - t0
@@ -167,7 +167,7 @@ def run_condition(config, name: str, workdir: epath.Path, episodes_file: str) ->
 
 def run_oneshot(config, name: str, workdir: epath.Path, episodes_file: str) -> dict:
     """One one-shot row: the stage initialised from its condition's run (or random), tested on the shared list."""
-    from mumae_jax import oneshot_train
+    from mumae_jax.trainers import oneshot_training
 
     row, out = config.oneshot_rows[name], workdir / name
     o = config.oneshot.copy_and_resolve_references()
@@ -185,7 +185,7 @@ def run_oneshot(config, name: str, workdir: epath.Path, episodes_file: str) -> d
     result = _cached(out / "result.json", settings, {"name": name, "label": row.label})
     if "report" not in result:
         t0 = time.time()
-        rep = oneshot_train.train_and_evaluate(o, str(out))["report"]
+        rep = oneshot_training.train_and_evaluate(o, str(out))["report"]
         if rep is None:
             raise RuntimeError(f"the one-shot run {out} stopped before its report (preempted?); rerun to resume")
         result.update(report=rep, seconds=time.time() - t0, total_tasks=o.total_tasks)
@@ -247,7 +247,7 @@ def run(config, workdir: str) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.ablations", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m mumae_jax.bench.ablations", description=__doc__.split("\n")[0],
                                 epilog="--config.x=y overrides of --config are accepted as by main.py.")
     p.add_argument("--config", default=packaged("ablations.py:runlocal"),
                    help="ablation config file[:args] (default: %(default)s)")

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from mumae_jax.models.modality import ModalitySpec
-from mumae_jax.tools import layouts, state_dict_io
+from mumae_jax.weights import layouts, state_dict_io
 
 # Our modality name -> (official embedding prefix, official decoder prefix).
 OFFICIAL_NAMES: dict[str, tuple[str, str]] = {

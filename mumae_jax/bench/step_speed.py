@@ -7,7 +7,7 @@
 What it measures (one jitted, sharded training step on device-resident synthetic batches; TensorFlow is
 never imported unless --input is given):
   params            parameter count
-  FLOPs per clip    analytic (mumae_jax/flops.py) and XLA's cost analysis of the lowered step
+  FLOPs per clip    analytic (mumae_jax/bench/flops.py) and XLA's cost analysis of the lowered step
   compile_s         lower + compile of the step
   step_s            median, p10 and p90 over --steps steps after --warmup, each ended by a device sync;
                     `pipelined_step_s`: the mean when --steps steps are dispatched back to back (one sync)
@@ -22,7 +22,7 @@ never imported unless --input is given):
    in a fresh process and reports each one's peak RSS (one framework's memory is not mixed with the
    other's, nor with this process's cost analysis). Both sides give what their compilers/allocators freed
    back to the system first (host_memory.release_freed, as the training loop does).
---input: the input pipeline alone (mumae_jax/data/bench_input.py; needs TensorFlow).
+--input: the input pipeline alone (mumae_jax/data/input_speed.py; needs TensorFlow).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mumae_jax import host_memory  # noqa: E402
+from mumae_jax.core import host_memory  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Pretraining config (configs/pretrain.py[:args]).", lock_config=False)
 flags.DEFINE_integer("batch", 0, "Global batch (0: config.batch_size).")
@@ -85,12 +85,13 @@ class JaxStep:
         import jax
         import numpy as np
 
-        from mumae_jax import sharding, train_state
+        from mumae_jax.core import sharding
+        from mumae_jax.steps import pretraining_step
 
         self.config, self.batch = config, batch
         self.mesh = sharding.make_mesh()
         sharding.check_batch_size(batch, self.mesh, "--batch")
-        self.model, init, self.abstract, self.step_fn = train_state.step_for_config(config, batch, self.mesh)
+        self.model, init, self.abstract, self.step_fn = pretraining_step.step_for_config(config, batch, self.mesh)
         rng = np.random.default_rng(0)
         bsh = sharding.batch_sharding(self.mesh)
         self.inputs = {s.name: jax.device_put(rng.standard_normal((batch,) + s.input_shape, np.float32), bsh)
@@ -103,7 +104,7 @@ class JaxStep:
         host_memory.release_freed()  # what the compiler freed (as the training loop does)
         self.state = jax.block_until_ready(init())
         host_memory.release_freed()
-        self.params = train_state.param_count(self.state["params"])
+        self.params = pretraining_step.param_count(self.state["params"])
 
     def __call__(self) -> float:
         import jax
@@ -156,7 +157,7 @@ def _device_memory():
 def measure_jax(config, batch: int, steps: int, warmup: int, peak: float = 0.0) -> dict[str, Any]:
     import jax
 
-    from mumae_jax import flops
+    from mumae_jax.bench import flops
 
     step = JaxStep(config, batch)
     for _ in range(warmup):
@@ -189,11 +190,11 @@ def measure_jax(config, batch: int, steps: int, warmup: int, peak: float = 0.0) 
 def side_by_side(config, batch: int, steps: int, warmup: int, rounds: int, matmul_rate: float) -> dict[str, Any]:
     """transformers VideoMAE vs mumae_jax (video only) at equal shapes, alternated in one process;
     `matmul_rate` (TFLOP/s, `matmul_tflops`) gives the step's floor."""
-    from mumae_jax import bench_peer, flops
+    from mumae_jax.bench import peer, flops
 
-    video = bench_peer.video_only(config)
+    video = peer.video_only(config)
     ours = JaxStep(video, batch)
-    peer, info = bench_peer.make_step(video, batch)
+    peer, info = peer.make_step(video, batch)
     for _ in range(warmup):
         ours()
         peer()
@@ -239,9 +240,9 @@ def measure_jax_only(config, batch: int, steps: int, warmup: int) -> dict[str, A
 
 
 def measure_torch_only(config, batch: int, steps: int, warmup: int) -> dict[str, Any]:
-    from mumae_jax import bench_peer
+    from mumae_jax.bench import peer
 
-    step, info = bench_peer.make_step(config, batch)
+    step, info = peer.make_step(config, batch)
     host_memory.release_freed()  # as JaxStep does after building
     for _ in range(warmup):
         step()
@@ -305,9 +306,9 @@ def main(argv):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     batch = f.batch or config.batch_size
     if f.framework:
-        from mumae_jax import bench_peer
+        from mumae_jax.bench import peer
 
-        cfg = bench_peer.video_only(config) if f.video_only else config
+        cfg = peer.video_only(config) if f.video_only else config
         measure = measure_torch_only if f.framework == "torch" else measure_jax_only
         result = {f.framework: measure(cfg, batch, f.steps, f.warmup)}
     else:
@@ -322,11 +323,11 @@ def main(argv):
                 for name, fw in (("mumae_jax (video)", "jax"), ("transformers (video)", "torch")):
                     result["memory"][name] = _isolated(fw, sys.argv, video_only=True)[fw]["host_peak_rss_mb"]
         if f.input:
-            from mumae_jax.data import bench_input
+            from mumae_jax.bench import input_speed
 
             cfg = config.copy_and_resolve_references()
             cfg.batch_size = batch
-            result["input"] = bench_input.measure(cfg, max(f.steps, 5), f.warmup)
+            result["input"] = input_speed.measure(cfg, max(f.steps, 5), f.warmup)
         print(format_table(result))
     if f.json:
         with open(f.json, "w", encoding="utf-8") as fh:

@@ -1,11 +1,11 @@
-"""Command line of the frozen-encoder few-shot evaluation (`frozen_eval.evaluate_run`).
+"""Command line of the frozen-encoder few-shot evaluation (`frozen.evaluate_run`).
 
-  python -m mumae_jax.frozen_eval --pretrain_workdir W [--step N] [--random_init [--init_seed S]]
+  python -m mumae_jax.evaluators.frozen --pretrain_workdir W [--step N] [--random_init [--init_seed S]]
       [--episodes F | --part novel --num_episodes 1000 --episode_seed 0 --way 5 --shot 1
        --protocol official|trx --queries Q --class_split_file SPLIT.json]
       [--modalities all,video,sensors,acc_watch+gyro] [--pooling mean|modality] [--feature_depth K]
       [--probes prototype,ridge] [--out r.json]
-  python -m mumae_jax.frozen_eval --config configs/pretrain.py:runlocal [--config.x=y ...] --random_init
+  python -m mumae_jax.evaluators.frozen --config configs/pretrain.py:runlocal [--config.x=y ...] --random_init
       [--init_seed S] ...                     (an architecture with random weights, no workdir)
 
 `--config` is loaded as main.py loads its config (ml_collections `config_flags`: `path[:arg]` and
@@ -21,8 +21,8 @@ from typing import Any, Mapping, Optional, Sequence
 import jax
 from etils import epath
 
-from mumae_jax import frozen_eval
-from mumae_jax.config_files import load_config_file, split_overrides
+from mumae_jax.evaluators import frozen
+from mumae_jax.core.config_files import load_config_file, split_overrides
 from mumae_jax.data import episodes as E
 from mumae_jax.models import mae_features
 
@@ -42,7 +42,7 @@ def format_table(result: Mapping[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.frozen_eval", description=frozen_eval.__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m mumae_jax.evaluators.frozen", description=frozen.__doc__.split("\n")[0],
                                 epilog="--config.x=y overrides of --config are accepted as by main.py.")
     a = p.add_argument
     a("--pretrain_workdir", default="", help="pretraining run (config.json + checkpoints/) to evaluate")
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     a("--random_init", action="store_true", help="baseline: random encoder weights, no checkpoint")
     a("--init_seed", type=int, default=0, help="seed of the random init (--random_init)")
     a("--episodes", default="", help="episode list file (otherwise drawn, see --part)")
-    a("--part", default="novel", choices=tuple(frozen_eval.PART_TO_TFDS_SPLIT), help="classes of a drawn list")
+    a("--part", default="novel", choices=tuple(frozen.PART_TO_TFDS_SPLIT), help="classes of a drawn list")
     a("--num_episodes", type=int, default=1000, help="episodes of a drawn list")
     a("--episode_seed", type=int, default=0, help="seed of a drawn list")
     a("--way", type=int, default=5, help="classes per episode")
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     a("--class_split_file", default="", help="class split JSON (splits.ClassSplit) for a drawn list, instead "
       "of the data config's")
     a("--split", default="", help="TFDS split holding the clips (MMAct; default: from --part)")
-    a("--probes", default=",".join(frozen_eval.DEFAULT_PROBES), help="comma-separated probes")
+    a("--probes", default=",".join(frozen.DEFAULT_PROBES), help="comma-separated probes")
     a("--modalities", default="all", help="comma-separated modality groups, one result each (default all): all, video, "
       "sensors, a modality name, or names joined by '+' (e.g. acc_watch+gyro)")
     a("--pooling", default="mean", choices=mae_features.POOLINGS,
@@ -93,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.config and not a.random_init:
         p.error("--config gives no weights: add --random_init (or evaluate a run with --pretrain_workdir)")
     config = load_config_file(a.config, overrides) if a.config else None
-    out = frozen_eval.evaluate_run(
+    out = frozen.evaluate_run(
         a.pretrain_workdir, config=config, step=a.step, random_init=a.random_init, init_seed=a.init_seed,
         episodes=a.episodes, part=a.part, num_episodes=a.num_episodes, episode_seed=a.episode_seed, way=a.way,
         shot=a.shot, protocol=a.protocol, queries=a.queries, num_val=a.num_val, val_seed=a.val_seed,

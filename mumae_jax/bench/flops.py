@@ -66,14 +66,15 @@ def xla_flops_per_clip(config, batch: int, mesh=None) -> float:
     import jax
     import numpy as np
 
-    from mumae_jax import sharding, train_state
+    from mumae_jax.core import sharding
+    from mumae_jax.steps import pretraining_step
 
     config = config.copy_and_resolve_references()
     config.model.attention_impl = "xla"
     config.model.remat = "none"
     config.model.scan = False
     mesh = mesh if mesh is not None else sharding.make_mesh()
-    model, _, abstract, step = train_state.step_for_config(config, batch, mesh)
+    model, _, abstract, step = pretraining_step.step_for_config(config, batch, mesh)
     inputs = {s.name: jax.ShapeDtypeStruct((batch,) + s.input_shape, np.float32,
                                            sharding=sharding.batch_sharding(mesh)) for s in model.specs}
     cost = step.lower(abstract, inputs).cost_analysis()

@@ -1,7 +1,7 @@
 """Load a pretraining run or a converted checkpoint (its config and parameters) for later stages.
 
 A pretraining workdir holds `config.json` (written by `train.train_and_evaluate`) and `checkpoints/<step>`
-with the whole train state; a converted directory (`python -m mumae_jax.tools.convert`, see
+with the whole train state; a converted directory (`python -m mumae_jax.weights.convert`, see
 `model_init.py`) has the same layout with parameters only.
 """
 from __future__ import annotations
@@ -14,7 +14,9 @@ import jax
 import ml_collections as mlc
 from etils import epath
 
-from mumae_jax import checkpointing, model_init, optim, sharding, train_state
+from mumae_jax.core import checkpointing, optim, sharding
+from mumae_jax.steps import pretraining_step
+from mumae_jax.weights import model_init
 from mumae_jax.models import layer_stack, mae
 
 
@@ -23,7 +25,7 @@ def load_config(workdir: str) -> mlc.ConfigDict:
     path = epath.Path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected a pretraining workdir written by main.py or a "
-                                "directory written by python -m mumae_jax.tools.convert")
+                                "directory written by python -m mumae_jax.weights.convert")
     return mlc.ConfigDict(json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -51,7 +53,7 @@ def load_params(workdir: str, step: Optional[int] = None, mesh=None) -> tuple[ml
             return config, params, step
         model = mae.from_config(config)
         tx, _ = optim.make_optimizer(config, 2, 1)  # the schedule does not change the state's structure
-        _, abstract, _ = train_state.train_state_initializer(model, tx, jax.random.key(0), mesh)
+        _, abstract, _ = pretraining_step.train_state_initializer(model, tx, jax.random.key(0), mesh)
         state, _ = ckpt.restore(step, abstract)
     finally:
         ckpt.close()

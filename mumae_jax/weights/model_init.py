@@ -1,6 +1,6 @@
 """Converted checkpoints and `config.model_init`: starting a run from parameters made elsewhere.
 
-A converted directory (written by `python -m mumae_jax.tools.convert`) looks like a pretraining workdir:
+A converted directory (written by `python -m mumae_jax.weights.convert`) looks like a pretraining workdir:
   config.json              a pretraining config whose model/modality fields describe the weights
   checkpoints/<step>/      orbax checkpoint {'state': {'params': tree}, 'meta': {...}} (no optimizer state;
                            encoder-only sources hold only embed_* and encoder/*)
@@ -19,7 +19,7 @@ import numpy as np
 from etils import epath
 from flax import traverse_util
 
-from mumae_jax import checkpointing
+from mumae_jax.core import checkpointing
 
 REPORT = "conversion_report.json"
 

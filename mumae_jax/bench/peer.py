@@ -25,7 +25,7 @@ def make_step(config, batch: int, seed: int = 0) -> tuple[Callable[[], float], d
     import transformers
 
     from mumae_jax.models import modality
-    from mumae_jax.tools import hf_keys
+    from mumae_jax.weights import hf_keys
 
     video_cfg = video_only(config)
     spec = modality.specs_from_config(("video",), video_cfg.modality)[0]

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from mumae_jax import sharding
+from mumae_jax.core import sharding
 from mumae_jax.models import cam
 from mumae_jax.models.oneshot import MuMAEOneShot, episode_loss
 

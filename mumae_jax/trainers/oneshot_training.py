@@ -19,8 +19,11 @@ import numpy as np
 import tqdm
 from etils import epath
 
-from mumae_jax import (checkpointing, episode_eval, episodic, frozen_eval, metrics, pretrained, run_lock, sharding,
-                       train)
+from mumae_jax.core import checkpointing, metrics, run_lock, sharding
+from mumae_jax.evaluators import episode_accuracy, frozen
+from mumae_jax.steps import episodic_step
+from mumae_jax.trainers import pretraining
+from mumae_jax.weights import pretrained
 from mumae_jax.data import episodes as E
 from mumae_jax.data import splits
 from mumae_jax.models import mae_features, timesformer, variants
@@ -92,11 +95,11 @@ def pretrained_params(config, params, pretrain_params) -> tuple[dict, dict]:
 # ----------------------------------------------------------------------------------------------------
 
 def class_split(config) -> splits.ClassSplit:
-    return frozen_eval.class_split(config.data, config.class_split.num_val, config.class_split.seed)
+    return frozen.class_split(config.data, config.class_split.num_val, config.class_split.seed)
 
 
 def records(config) -> list:
-    return frozen_eval.records(config.data)
+    return frozen.records(config.data)
 
 
 def _draw(config, recs, cs, part: str, num: int, seed: int) -> E.EpisodeList:
@@ -152,10 +155,10 @@ def _episode_iter(config, lst, part: str, train_mode: bool, start: int = 0, repe
 def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh) -> Callable:
     """evaluate(state, episode_list, part, progress=False) -> {'accuracy', 'ci95', 'num_queries', 'hits'}:
     every distinct clip of the list encoded once (evaluation transform), then the episode head per episode
-    (`episode_eval.evaluate_by_clips`; the same predictions as running the model episode by episode)."""
+    (`episode_accuracy.evaluate_by_clips`; the same predictions as running the model episode by episode)."""
     from mumae_jax.data import episode_input
 
-    encode_step, head_step = episodic.make_clip_eval_steps(model, mesh, state_sh)
+    encode_step, head_step = episodic_step.make_clip_eval_steps(model, mesh, state_sh)
     ep, be = config.episodes, int(config.eval.batch_episodes)
     rank, procs = jax.process_index(), jax.process_count()
 
@@ -169,12 +172,12 @@ def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh) -> Callable:
                                             image_size=ep.image_size, resize_to=ep.resize_to,
                                             sensor_length=ep.sensor_length, split=TFDS_SPLITS[part], batch_size=be)
         try:
-            encoded = episode_eval.encode_clips(
+            encoded = episode_accuracy.encode_clips(
                 lambda b: jax.device_get(encode_step(state, sharding.to_global(b, mesh))), it, len(names),
                 share=(rank, procs), progress=progress)
         finally:
             it.close()
-        return episode_eval.evaluate_by_clips(lambda b: jax.device_get(head_step(state, local(b))), encoded, names,
+        return episode_accuracy.evaluate_by_clips(lambda b: jax.device_get(head_step(state, local(b))), encoded, names,
                                               lst, be)
 
     return evaluate
@@ -193,12 +196,12 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     cs, recs = class_split(config), records(config)
     test_list = eval_list(config, recs, cs, workdir, "test")
     ep = config.episodes
-    episode = episodic.dummy_episode(model, len(test_list[0].support), len(test_list[0].query), ep.seq_len,
+    episode = episodic_step.dummy_episode(model, len(test_list[0].support), len(test_list[0].query), ep.seq_len,
                                      ep.image_size, ep.sensor_length)
     shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, episode)["params"])
-    freeze = episodic.frozen_names(shapes, tuple(config.get("freeze", ())))
-    tx = episodic.make_optimizer(config.get("optimizer", "sgd"), config.lr, freeze)
-    init, abstract, state_sh = episodic.state_initializer(model, tx, jax.random.key(config.seed), mesh, episode)
+    freeze = episodic_step.frozen_names(shapes, tuple(config.get("freeze", ())))
+    tx = episodic_step.make_optimizer(config.get("optimizer", "sgd"), config.lr, freeze)
+    init, abstract, state_sh = episodic_step.state_initializer(model, tx, jax.random.key(config.seed), mesh, episode)
     val_list = eval_list(config, recs, cs, workdir, "val")
     # only now, with the config and the data checked: a failed start leaves no workdir behind
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
@@ -270,7 +273,7 @@ def predict_episode(config, workdir: str, index: int = 0, which: str = "test", s
         raise RuntimeError(f"the episode input returned episode {int(episode['episode'])}, not {index}")
     n = int(config.eval.batch_episodes)  # the eval step's sharded batch: the episode, repeated
     batch = {k: np.stack([v] * n) for k, v in episode.items() if k != "episode"}
-    eval_step = episodic.make_eval_step(s["model"], mesh, s["state_sh"])
+    eval_step = episodic_step.make_eval_step(s["model"], mesh, s["state_sh"])
     pred, logits = jax.device_get(eval_step(state, sharding.to_global(batch, mesh)))
     logits = np.asarray(logits[0], np.float64)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
@@ -331,7 +334,7 @@ def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
     if is_main:
         (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2), encoding="utf-8")
 
-    step_fn = episodic.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
+    step_fn = episodic_step.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
                                        config.model.loss_weight, s["freeze"])
     evaluate = clip_evaluator(config, model, mesh, state_sh)
 
@@ -347,11 +350,11 @@ def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
                     disable=not (config.progress_bar and is_main))
     pending, step, preempted = [], start, False
     # the handler stays until the last checkpoint is committed: a SIGTERM during that wait loses nothing
-    with train._StopOnSignal() as stop:
+    with pretraining._StopOnSignal() as stop:
         try:
             while step < total:
                 tasks = [next(train_it) for _ in range(t)]
-                batch = episodic.stack_tasks(tasks)
+                batch = episodic_step.stack_tasks(tasks)
                 state, m = step_fn(state, sharding.to_global(batch, mesh))
                 step += 1
                 pending.append(m)
@@ -359,7 +362,7 @@ def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
                 last = step == total or stop.requested
                 if step % config.log_every_steps == 0 or last:
                     fetched = jax.device_get(pending)
-                    train._raise_if_nonfinite(state)
+                    pretraining._raise_if_nonfinite(state)
                     record = {k: float(np.mean([f[k] for f in fetched])) for k in fetched[0]}
                     writer.write(step, {**record, "tasks": step * t})
                     bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_accuracy']:.0f}")
@@ -380,7 +383,7 @@ def _train(config, workdir: str, mesh, s: dict) -> dict[str, Any]:
                     log.info("evaluation at step %d: %s", step, rec)
                 stopping = stop.should_stop(step)  # read again: the signal may have come during evaluation
                 if last or stopping or step % config.checkpoint_every_steps == 0:
-                    train._raise_if_nonfinite(state)
+                    pretraining._raise_if_nonfinite(state)
                     ckpt.save(step, state, {"step": step, "total_steps": total})
                 if stopping:
                     preempted = True
@@ -415,8 +418,8 @@ def _final_report(config, state, step, best_ckpt, abstract, history, test_eval, 
         val_acc = next(h["val_accuracy"] for h in history if h["step"] == best_step)
         val_rec = {"step": best_step, "accuracy": chosen["accuracy"], "ci95": chosen["ci95"],
                    "num_queries": chosen["num_queries"], "val_accuracy": val_acc}
-    report = episode_eval.selection_report(history, final_rec, val_rec, config.eval.report_test_selection)
-    text = episode_eval.format_report(report)
+    report = episode_accuracy.selection_report(history, final_rec, val_rec, config.eval.report_test_selection)
+    text = episode_accuracy.format_report(report)
     if is_main:
         (epath.Path(workdir) / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
         (epath.Path(workdir) / "report.txt").write_text(text + "\n", encoding="utf-8")

@@ -18,7 +18,7 @@ from typing import Mapping
 import einops
 import numpy as np
 
-from mumae_jax.losses import EPS, input_pixels
+from mumae_jax.objectives.mae_loss import EPS, input_pixels
 from mumae_jax.models import tokenizers
 from mumae_jax.models.modality import ModalitySpec
 
