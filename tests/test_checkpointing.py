@@ -11,7 +11,7 @@ from mumae_jax.models import mae
 def test_save_on_8_devices_restore_on_1(tiny_config, tmp_path):
     model = mae.from_config(tiny_config)
     tx, _ = optim.make_optimizer(tiny_config, 10, 2)
-    init8, _, _ = pretraining_step.train_state_initializer(model, tx, jax.random.key(3), sharding.make_mesh())
+    init8, _, _ = pretraining_step.state_initializer(model, tx, jax.random.key(3), sharding.make_mesh())
     state = init8()
     ckpt = checkpointing.Checkpointer(str(tmp_path / "ckpt"), keep=1)
     ckpt.save(5, state, {"step": 5})
@@ -19,7 +19,7 @@ def test_save_on_8_devices_restore_on_1(tiny_config, tmp_path):
     ckpt.wait()
     assert ckpt.all_steps() == [7]  # keep=1
     one = sharding.make_mesh(jax.devices()[:1])
-    _, abstract1, _ = pretraining_step.train_state_initializer(model, tx, jax.random.key(0), one)
+    _, abstract1, _ = pretraining_step.state_initializer(model, tx, jax.random.key(0), one)
     restored, meta = ckpt.restore(7, abstract1)
     ckpt.close()
     assert meta == {"step": 7}

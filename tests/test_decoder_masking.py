@@ -54,7 +54,7 @@ def test_train_step_runs_with_decoder_masking():
     model = mae.from_config(config)
     mesh = sharding.make_mesh()
     tx, schedule = optim.make_optimizer(config, 10, 1)
-    init, _, state_sh = pretraining_step.train_state_initializer(model, tx, jax.random.key(0), mesh)
+    init, _, state_sh = pretraining_step.state_initializer(model, tx, jax.random.key(0), mesh)
     step = pretraining_step.make_train_step(model, tx, schedule, 0, 8, mesh, state_sh)
     rng = np.random.default_rng(0)
     batch = {s.name: jax.device_put(rng.standard_normal((8,) + s.input_shape).astype(np.float32),

@@ -2,7 +2,7 @@
 import einops
 import numpy as np
 
-from mumae_jax.models import posemb, tokenizers
+from mumae_jax.models import kinds, posemb, tokenizers
 from mumae_jax.models.modality import ModalitySpec
 
 
@@ -37,7 +37,7 @@ def test_contiguous_patching_is_windows():
 def test_video_token_layout_channel_fastest():
     spec = ModalitySpec(name="video", kind="video", input_shape=(4, 32, 32, 3), tubelet=(2, 16, 16))
     x = np.random.default_rng(1).normal(size=(1, 4, 32, 32, 3)).astype(np.float32)
-    tok = np.asarray(tokenizers.modality_tokens(spec, x))
+    tok = np.asarray(kinds.of(spec).tokens(spec, x))
     assert tok.shape == (1, 8, 1536)
     # token index = t*4 + h*2 + w; within a token (dt, dy, dx, c) with c fastest
     t, h, w = 1, 0, 1

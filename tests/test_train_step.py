@@ -27,7 +27,7 @@ def _setup(config, devices):
     model = mae.from_config(config)
     mesh = sharding.make_mesh(devices)
     tx, schedule = optim.make_optimizer(config, config.total_steps, config.warmup_steps)
-    init, _, state_sh = pretraining_step.train_state_initializer(model, tx, jax.random.key(config.seed), mesh)
+    init, _, state_sh = pretraining_step.state_initializer(model, tx, jax.random.key(config.seed), mesh)
     state = init()
     step = pretraining_step.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh, state_sh)
     return model, mesh, state, step

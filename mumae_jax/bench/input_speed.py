@@ -36,11 +36,11 @@ def _define_flags():
 def measure(config, batches: int, warmup: int) -> dict:
     """Times `batches` batches of the pretraining input after `warmup` batches."""
     from mumae_jax.data import input_pipeline
-    from mumae_jax.models import modality
+    from mumae_jax.models import kinds, modality
 
     specs = modality.specs_from_config(tuple(config.modalities), config.modality)
-    video = next(s for s in specs if s.kind == "video")
-    sensor_specs = [s for s in specs if s.kind == "sensor"]
+    video = next(s for s in specs if kinds.of(s).frames)
+    sensor_specs = [s for s in specs if not kinds.of(s).frames]
     sensors = tuple(s.name for s in sensor_specs)
     frames, size = video.input_shape[0], video.input_shape[1]
     it, num_examples = input_pipeline.build_pretrain_input(
@@ -68,9 +68,10 @@ def measure(config, batches: int, warmup: int) -> dict:
 def measure_episodes(config, episodes_n: int, warmup: int, seq_len: int = 8, image_size: int = 224) -> dict:
     """Times `episodes_n` evaluation episodes (5-way 1-shot, 1 query) of the config's data."""
     from mumae_jax.data import episode_input, episodes, mmact_tfds, splits, synthetic
+    from mumae_jax.models import kinds
 
     data = dict(config.data)
-    sensors = tuple(n for n in config.modalities if config.modality[n].kind == "sensor")
+    sensors = tuple(n for n in config.modalities if not kinds.get(config.modality[n].kind).frames)
     if data["name"] == "mmact":
         records = splits.meta_split(mmact_tfds.kept_records(data["dir"]), splits.mumae_split3(), "novel",
                                     on_unknown="ignore")

@@ -75,6 +75,7 @@ def get_config(arg=None):
     # ---- logging and checkpoints ----
     c.log_every_steps = 50
     c.pictures_every_steps = 0  # > 0: reconstruction pictures of a clip in <workdir>/pictures (needs the viz extra)
+    c.pictures_example = 0  # which clip of the data order the periodic pictures show (the same one each time)
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
     c.write_tensorboard = True

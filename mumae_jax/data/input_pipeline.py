@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from mumae_jax.data import sensor_ops, sensor_ops_tf, splits, synthetic, video_ops
+from mumae_jax.models import kinds
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -192,8 +193,8 @@ def sensors_augmented(augment: Mapping) -> bool:
 def input_geometry(specs) -> dict:
     """The keyword arguments of `build_pretrain_input` that the modality specs fix (one video modality, sensors of
     one length): num_frames, image_size, sensor_length, sensors."""
-    video = [s for s in specs if s.kind == "video"]
-    sensors = [s for s in specs if s.kind == "sensor"]
+    video = [s for s in specs if kinds.of(s).frames]
+    sensors = [s for s in specs if not kinds.of(s).frames]
     if len(video) != 1:
         raise ValueError("the pretraining input pipeline feeds exactly one video modality")
     lengths = {s.input_shape[0] for s in sensors}

@@ -129,7 +129,7 @@ CHANNELS = (("fwd", "lat", "up", "yaw", "body_pitch", "torso_pitch", "torso_yaw"
             + tuple(f"r_{c}" for c in _SIDE_CH) + tuple(f"l_{c}" for c in _SIDE_CH))
 _CH = {name: i for i, name in enumerate(CHANNELS)}
 
-# Terms: (kind, amplitude, *params). u is normalised time. env = (e0, e1, e2, e3): smooth rise over
+# Terms: (shape, amplitude, *params). u is normalised time. env = (e0, e1, e2, e3): smooth rise over
 # [e0, e1], smooth fall over [e2, e3] (e1 <= e2).
 _ALWAYS = (-1.0, -0.5, 1.5, 2.0)
 
@@ -417,7 +417,7 @@ _BASE_POSE = _merge(both("sh_abd", C(8)), both("elbow", C(12)), both("knee", C(3
 
 
 def _compile_terms(program: MotionProgram, rng: np.random.Generator, amp: float, phase: float, shift: float):
-    """Applies per-instance nuisance to a program's terms. Returns [(channel index, kind, params)]."""
+    """Applies per-instance nuisance to a program's terms. Returns [(channel index, shape, params)]."""
     terms = []
     offsets = {  # idiosyncratic posture of this instance (degrees)
         "r_sh_abd": rng.uniform(-4, 4), "l_sh_abd": rng.uniform(-4, 4), "r_elbow": rng.uniform(-6, 6),
@@ -432,25 +432,25 @@ def _compile_terms(program: MotionProgram, rng: np.random.Generator, amp: float,
 
     for name, chterms in list(_BASE_POSE.items()) + list(program.channels.items()):
         for term in chterms:
-            kind, a = term[0], term[1]
+            shape, a = term[0], term[1]
             jit = rng.uniform(0.9, 1.1)
-            if kind == "c":
-                terms.append((_CH[name], kind, (a * rng.uniform(0.93, 1.07),)))
+            if shape == "c":
+                terms.append((_CH[name], shape, (a * rng.uniform(0.93, 1.07),)))
                 continue
             a = a * amp * jit
-            if kind in ("s", "p"):
+            if shape in ("s", "p"):
                 _, _, cyc, ph, env = term
-                terms.append((_CH[name], kind, (a, cyc, ph + phase, sh(env))))
-            elif kind == "b":
-                terms.append((_CH[name], kind, (a, term[2] + shift, term[3])))
-            elif kind == "r":
-                terms.append((_CH[name], kind, (a, term[2] + shift, term[3] + shift)))
-            elif kind == "h":
-                terms.append((_CH[name], kind, (a,) + sh(term[2:6])))
-            elif kind == "t":
-                terms.append((_CH[name], kind, (a, sh(term[2]))))
+                terms.append((_CH[name], shape, (a, cyc, ph + phase, sh(env))))
+            elif shape == "b":
+                terms.append((_CH[name], shape, (a, term[2] + shift, term[3])))
+            elif shape == "r":
+                terms.append((_CH[name], shape, (a, term[2] + shift, term[3] + shift)))
+            elif shape == "h":
+                terms.append((_CH[name], shape, (a,) + sh(term[2:6])))
+            elif shape == "t":
+                terms.append((_CH[name], shape, (a, sh(term[2]))))
             else:  # pragma: no cover
-                raise ValueError(kind)
+                raise ValueError(shape)
     return terms
 
 
@@ -458,22 +458,22 @@ def _eval_terms(terms, u: np.ndarray, channels: Iterable[int] | None = None) -> 
     """Evaluates compiled terms at normalised times u [T] → [len(CHANNELS), T] (degrees / metres)."""
     out = np.zeros((len(CHANNELS), u.shape[0]))
     keep = None if channels is None else set(channels)
-    for c, kind, p in terms:
+    for c, shape, p in terms:
         if keep is not None and c not in keep:
             continue
-        if kind == "c":
+        if shape == "c":
             out[c] += p[0]
-        elif kind == "s":
+        elif shape == "s":
             out[c] += p[0] * np.sin(2 * np.pi * (p[1] * u + p[2])) * _env(u, p[3])
-        elif kind == "p":
+        elif shape == "p":
             out[c] += p[0] * (0.5 * (1.0 - np.cos(2 * np.pi * (p[1] * u + p[2])))) ** 2 * _env(u, p[3])
-        elif kind == "b":
+        elif shape == "b":
             out[c] += p[0] * _bump(u, p[1], p[2])
-        elif kind == "r":
+        elif shape == "r":
             out[c] += p[0] * _ramp(u, p[1], p[2])
-        elif kind == "h":
+        elif shape == "h":
             out[c] += p[0] * (_ramp(u, p[1], p[2]) - _ramp(u, p[3], p[4]))
-        elif kind == "t":
+        elif shape == "t":
             e = p[1]
             i0, i1 = _env_int(0.0, e), _env_int(1.0, e)
             out[c] += p[0] * (_env_int(u, e) - i0) / (i1 - i0)

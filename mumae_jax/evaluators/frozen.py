@@ -42,7 +42,7 @@ from mumae_jax.evaluators import fewshot_probes
 from mumae_jax.weights import pretrained
 from mumae_jax.data import episodes as E
 from mumae_jax.data import splits
-from mumae_jax.models import mae_features
+from mumae_jax.models import kinds, mae_features
 
 PART_TO_TFDS_SPLIT = {"novel": "meta_test", "validation": "meta_val", "base": "meta_train"}
 DEFAULT_PROBES = ("prototype", "knn", "ridge", "linear")
@@ -194,7 +194,7 @@ def extract_group_features(models: Mapping[str, tuple], data_cfg, clip_names: Se
     sharding.check_batch_size(batch_size, mesh, "the frozen evaluation's batch_size")
     rep = sharding.replicated(mesh)
     fns = {g: (enc, _feature_fn(enc, mesh), jax.device_put(p, rep)) for g, (enc, p) in models.items()}
-    sensors = tuple(dict.fromkeys(s.name for enc, _ in models.values() for s in enc.specs if s.kind == "sensor"))
+    sensors = tuple(dict.fromkeys(s.name for enc, _ in models.values() for s in enc.specs if not kinds.of(s).frames))
     it = episode_input.build_clip_input(data_cfg, clip_names, sensors=sensors, seq_len=seq_len,
                                         image_size=image_size, resize_to=resize_to, sensor_length=sensor_length,
                                         split=split, batch_size=batch_size)
@@ -205,7 +205,7 @@ def extract_group_features(models: Mapping[str, tuple], data_cfg, clip_names: Se
         for b in tqdm.tqdm(it, total=-(-n // batch_size), desc="features", unit="batch", disable=not progress):
             valid = b["index"] >= 0
             for g, (enc, fn, params) in fns.items():
-                local = {s.name: b["video" if s.kind == "video" else s.name][rank * share:(rank + 1) * share]
+                local = {s.name: b["video" if kinds.of(s).frames else s.name][rank * share:(rank + 1) * share]
                          for s in enc.specs}
                 out[g][b["index"][valid]] = np.asarray(fn(params, sharding.to_global(local, mesh)), np.float32)[valid]
     finally:

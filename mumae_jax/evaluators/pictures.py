@@ -7,7 +7,8 @@ draws clip `--example` of the run's pretraining data (its config.json), masks it
 `<out>/example<k>_step<N>_video.png`, `..._video.gif` and `..._sensors.png` (out: RUN/pictures). Masked
 tubes and samples are reconstructed from the predictions *un-normalised with the original patch's own
 mean and std* (reconstruction.py); the pictures say so. During pretraining, `config.pictures_every_steps`
-> 0 writes the same pictures of the first clip of the current batch (process 0 only).
+> 0 writes the same pictures of one clip (`config.pictures_example`, default 0) every N steps
+(`PicturesEvaluator`; process 0 writes).
 Needs Pillow and matplotlib (the `viz` extra).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from mumae_jax.evaluators import reconstruction
+from mumae_jax.models import kinds
 
 NOTE = "masked tubes: prediction un-normalised with the original tube's own mean/std"
 
@@ -142,7 +144,7 @@ def write_pictures(specs: Sequence, inputs, masks, preds, out_dir: str, prefix: 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for s in specs:
-        if s.kind != "video":
+        if not kinds.of(s).frames:
             continue
         png, gif = out / f"{prefix}_{s.name}.png", out / f"{prefix}_{s.name}.gif"
         with png.open("wb") as f:
@@ -150,7 +152,7 @@ def write_pictures(specs: Sequence, inputs, masks, preds, out_dir: str, prefix: 
         with gif.open("wb") as f:
             write_video_gif(recs[s.name], f)
         written += [str(png), str(gif)]
-    sensors = {s.name: recs[s.name] for s in specs if s.kind != "video"}
+    sensors = {s.name: recs[s.name] for s in specs if not kinds.of(s).frames}
     if sensors:
         path = out / f"{prefix}_sensors.png"
         with path.open("wb") as f:
@@ -170,31 +172,81 @@ def full_decoding(config):
     return full
 
 
+def load_clip(config, specs: Sequence, example: int) -> dict:
+    """Clip `example` of a pretraining config's data order (its augmentation included) as a batch of one:
+    {modality: [1, ...]} numpy arrays."""
+    from mumae_jax.data import input_pipeline
+
+    batches, _ = input_pipeline.build_pretrain_input(
+        config.data, frame_stride=config.input.frame_stride, global_batch_size=1, seed=config.seed,
+        process_index=0, process_count=1, start_step=example, augment=config.get("augment"),
+        **input_pipeline.input_geometry(specs))
+    try:
+        batch = next(batches)
+    finally:
+        batches.close()
+    return {s.name: np.asarray(batch[s.name]) for s in specs}
+
+
 def predict_clip(workdir: str, step: int = -1, example: int = 0, seed: int = 0):
     """(specs, inputs, masks, preds, step) for clip `example` of a run's pretraining data (batch of one).
 
     The decoders reconstruct every masked token (decoder_ratio is set to 1: same parameters)."""
     import jax
 
-    from mumae_jax.weights import pretrained
-    from mumae_jax.data import input_pipeline
     from mumae_jax.models import mae, masking
+    from mumae_jax.weights import pretrained
 
     config, params, step = pretrained.load_params(workdir, step)
     config = full_decoding(config)
     model = mae.from_config(config)
     if not any(k.startswith("decoder_") for k in params):
         raise ValueError(f"{workdir} holds encoder parameters only (no decoders): nothing to reconstruct with")
-    batches, _ = input_pipeline.build_pretrain_input(
-        config.data, frame_stride=config.input.frame_stride, global_batch_size=1, seed=config.seed,
-        process_index=0, process_count=1, start_step=example, augment=config.get("augment"),
-        **input_pipeline.input_geometry(model.specs))
-    batch = next(batches)
-    batches.close()
-    inputs = {s.name: np.asarray(batch[s.name]) for s in model.specs}
+    inputs = load_clip(config, model.specs, example)
     masks = jax.device_get(masking.draw_masks(jax.random.key(seed), model.specs, 1))
     preds = jax.device_get(jax.jit(model.apply)({"params": jax.device_get(params)}, inputs, masks))
     return model.specs, inputs, masks, preds, step
+
+
+class PicturesEvaluator:
+    """Periodic reconstruction pictures during pretraining (`config.pictures_every_steps`): the same clip every
+    time (clip `config.pictures_example`, default 0, of the run's pretraining data, masked with
+    key(config.seed)), so the pictures show the model's progress on one example. Every process predicts (the
+    parameters are global arrays); process 0 writes `<workdir>/pictures/step<N>_*`."""
+
+    name = "pictures"
+
+    def __init__(self, config, mesh, workdir: str):
+        import jax
+
+        from mumae_jax.core import sharding
+        from mumae_jax.models import mae, masking
+
+        try:
+            import matplotlib  # noqa: F401
+            import PIL  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"config.pictures_every_steps > 0 needs matplotlib and Pillow (pip install "
+                              f"'mumae_jax[viz]'): {e}") from e
+        self.every, self.workdir = int(config.get("pictures_every_steps", 0)), workdir
+        self.example = int(config.get("pictures_example", 0))
+        model = mae.from_config(full_decoding(config))
+        self.specs = model.specs
+        rep = sharding.replicated(mesh)
+        self.inputs = load_clip(config, model.specs, self.example)
+        self.masks = jax.device_get(masking.draw_masks(jax.random.key(config.seed), model.specs, 1))
+        inputs, masks = jax.tree.map(lambda x: jax.make_array_from_process_local_data(rep, x),
+                                     (self.inputs, self.masks))
+        predict = jax.jit(lambda params, x, m: model.apply({"params": params}, x, m), out_shardings=rep)
+        self._predict = lambda params: jax.device_get(predict(params, inputs, masks))
+        self._main = jax.process_index() == 0
+
+    def run(self, step: int, state) -> dict:
+        preds = self._predict(state["params"])
+        if self._main:
+            write_pictures(self.specs, self.inputs, self.masks, preds, os.path.join(self.workdir, "pictures"),
+                           f"step{step:07d}", title=f"step {step}, example {self.example}")
+        return {}
 
 
 def main(argv):

@@ -1,6 +1,6 @@
 """What the MAE reconstructs, back in the input's own units (numpy; for pictures and inspection).
 
-The decoders predict *normalised* targets (losses.py: each video tube per colour channel, each sensor
+The decoders predict *normalised* targets (objectives/mae_loss.py, models/kinds/: each video tube per colour channel, each sensor
 token over its values). A prediction has no scale of its own, so it is un-normalised with the mean and
 standard deviation of the *original* clip's own masked patch: the pictures show the predicted structure
 at the true patch brightness and contrast, which is how MAE papers draw them, and are labelled as such.
@@ -15,34 +15,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import einops
 import numpy as np
 
-from mumae_jax.objectives.mae_loss import EPS, input_pixels
-from mumae_jax.models import tokenizers
-from mumae_jax.models.modality import ModalitySpec
+from mumae_jax.models import kinds
+from mumae_jax.models.kinds.base import EPS, ModalitySpec
 
-GREY = 0.5
-
-
-def _tube_grid(spec: ModalitySpec):
-    t, h, w, _ = spec.input_shape
-    pt, ph, pw = spec.tubelet
-    return t // pt, h // ph, w // pw
-
-
-def _to_video(patches: np.ndarray, spec: ModalitySpec) -> np.ndarray:
-    """[N, pt*ph*pw, C] -> [T, H, W, C] (inverse of tokenizers.video_patches)."""
-    gt, gh, gw = _tube_grid(spec)
-    pt, ph, pw = spec.tubelet
-    return einops.rearrange(patches, "(t h w) (p0 p1 p2) c -> (t p0) (h p1) (w p2) c", t=gt, h=gh, w=gw,
-                            p0=pt, p1=ph, p2=pw)
-
-
-def _from_tokens(tokens: np.ndarray, spec: ModalitySpec) -> np.ndarray:
-    c = spec.input_shape[1]
-    pattern = "p (t c) -> (t p) c" if spec.patching == "strided" else "p (t c) -> (p t) c"
-    return einops.rearrange(tokens, pattern, c=c)
+GREY = kinds.video.Video.hidden_value  # what a masked tube shows
 
 
 def _unnormalize(pred: np.ndarray, original: np.ndarray, axis: int, normalized: bool) -> np.ndarray:
@@ -61,28 +39,18 @@ def reconstruct(spec: ModalitySpec, x: np.ndarray, mask: np.ndarray, pred: np.nd
         raise ValueError(f"{spec.name}: mask {mask.shape} with {int(mask.sum())} masked tokens does not fit "
                          f"predictions {pred.shape} ({spec.num_tokens} tokens)")
     ids = np.flatnonzero(mask)
-    if spec.kind == "video":
-        x = np.asarray(input_pixels(spec, x))
-        patches = np.asarray(tokenizers.video_patches(x[None], spec.tubelet))[0]
-        channels = patches.shape[-1]
-        predicted = pred.reshape(len(ids), -1, channels)
-        rec = patches.copy()
-        rec[ids] = _unnormalize(predicted, patches[ids], axis=1, normalized=spec.normalize_target)
-        grey = patches.copy()
-        grey[ids] = GREY
-        token_mask = np.zeros(patches.shape[:2] + (1,), bool)
-        token_mask[ids] = True
-        return {"original": x, "masked": _to_video(grey, spec), "reconstruction": _to_video(rec, spec),
-                "sample_mask": _to_video(np.broadcast_to(token_mask, patches.shape[:2] + (1,)), spec)[..., 0]}
-    tokens = np.asarray(tokenizers.sensor_tokens(x[None], spec.num_tokens_cfg, spec.patching))[0]
-    rec = tokens.copy()
-    rec[ids] = _unnormalize(pred, tokens[ids], axis=1, normalized=spec.normalize_target)
-    hidden = tokens.copy()
-    hidden[ids] = np.nan
-    token_mask = np.zeros(tokens.shape, bool)
+    kind = kinds.of(spec)
+    x = np.asarray(kind.display(spec, x))
+    groups = np.asarray(kind.target_groups(spec, x[None]))[0]  # [N, P, G], as the targets were normalised
+    rec = groups.copy()
+    rec[ids] = _unnormalize(pred.reshape((len(ids),) + groups.shape[1:]), groups[ids], axis=1,
+                            normalized=spec.normalize_target)
+    hidden = groups.copy()
+    hidden[ids] = kind.hidden_value
+    token_mask = np.zeros(groups.shape[:2] + (1,), bool)
     token_mask[ids] = True
-    return {"original": x, "masked": _from_tokens(hidden, spec), "reconstruction": _from_tokens(rec, spec),
-            "sample_mask": _from_tokens(token_mask, spec)[:, 0]}
+    return {"original": x, "masked": kind.from_groups(spec, hidden), "reconstruction": kind.from_groups(spec, rec),
+            "sample_mask": kind.from_groups(spec, np.broadcast_to(token_mask, groups.shape))[..., 0]}
 
 
 def reconstruct_all(specs, inputs: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],

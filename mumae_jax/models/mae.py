@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mumae_jax.models import masking, modality, posemb, tokenizers, variants, vit
+from mumae_jax.models import kinds, masking, modality, posemb, variants, vit
 from mumae_jax.models.modality import ModalitySpec
 
 
@@ -82,7 +82,7 @@ class MultimodalMAE(nn.Module):
     scan: bool = False  # scan over stacked layers (vit.Transformer); parameters `layers/...` not `blockNN/...`
 
     def setup(self):
-        self.embeds = {s.name: tokenizers.make_embed(s, self.width, self.dtype, name=f"embed_{s.name}")
+        self.embeds = {s.name: kinds.of(s).embed(s, self.width, self.dtype, name=f"embed_{s.name}")
                        for s in self.specs}
         self.encoder = vit.Transformer(self.depth, self.num_heads, self.mlp_dim, self.drop_path,
                                        dtype=self.dtype, attention_impl=self.attention_impl,
@@ -108,7 +108,7 @@ class MultimodalMAE(nn.Module):
         visible = []
         for s in self.specs:
             vis_ids, _ = masking.visible_and_masked_ids(masks[s.name], s.num_visible)
-            raw = _gather(tokenizers.modality_tokens(s, inputs[s.name].astype(self.dtype)), vis_ids)
+            raw = _gather(kinds.of(s).tokens(s, inputs[s.name].astype(self.dtype)), vis_ids)
             table = jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype)
             pe = _gather(jnp.broadcast_to(table, (raw.shape[0],) + table.shape), vis_ids)
             visible.append(self.embeds[s.name](raw) + pe)

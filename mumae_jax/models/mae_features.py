@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mumae_jax.models import layer_stack, mae, modality, posemb, tokenizers, variants, vit
+from mumae_jax.models import kinds, layer_stack, mae, modality, posemb, variants, vit
 from mumae_jax.models.modality import ModalitySpec
 
 
@@ -85,10 +85,10 @@ class MAEFeatureEncoder(nn.Module):
         tokens = []
         for s in self.specs:
             x = inputs[s.name].astype(jnp.float32)
-            if s.kind == "video" and self.normalize_video and s.input_mean:
+            if self.normalize_video and s.input_mean:
                 x = (x - jnp.asarray(s.input_mean)) / jnp.asarray(s.input_std)
-            t = tokenizers.make_embed(s, self.width, self.dtype, name=f"embed_{s.name}")(
-                tokenizers.modality_tokens(s, x.astype(self.dtype)))
+            t = kinds.of(s).embed(s, self.width, self.dtype, name=f"embed_{s.name}")(
+                kinds.of(s).tokens(s, x.astype(self.dtype)))
             tokens.append(t + jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype))
         x = vit.Transformer(depth, self.num_heads, self.mlp_dim, drop_path, final_norm=False,
                             dtype=self.dtype, attention_impl=self.attention_impl, ln_eps=self.layer_norm_eps,

@@ -1,14 +1,12 @@
 """Tokenisers: video tube embedding, sensor patching + embedding, and the patch layouts of targets."""
 from __future__ import annotations
 
-
 import einops
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
 from mumae_jax.models.initializers import torch_bias_init, torch_dense, torch_kernel_init
-from mumae_jax.models.modality import ModalitySpec
 
 
 def sensor_tokens(x: jnp.ndarray, num_tokens: int, patching: str = "strided") -> jnp.ndarray:
@@ -32,14 +30,6 @@ def video_patches(x: jnp.ndarray, tubelet: tuple[int, int, int]) -> jnp.ndarray:
     return einops.rearrange(x, "b (t p0) (h p1) (w p2) c -> b (t h w) (p0 p1 p2) c", p0=pt, p1=ph, p2=pw)
 
 
-def modality_tokens(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
-    """Raw per-token values [B, N, token_dim] (video: (dt, dy, dx, c) with c fastest)."""
-    if spec.kind == "video":
-        p = video_patches(x, spec.tubelet)
-        return p.reshape(p.shape[0], p.shape[1], -1)
-    return sensor_tokens(x, spec.num_tokens_cfg, spec.patching)
-
-
 class _TubeProjection(nn.Module):
     """The Conv3d's parameters (kernel [pt, ph, pw, C, D], bias [D]) applied to flattened tubes."""
 
@@ -61,7 +51,7 @@ class TubeEmbed(nn.Module):
     """Conv3d with kernel = stride = tubelet, as a matmul on flattened tubes.
 
     Takes a video [B, T, H, W, C] (all T'*H'*W' tokens in (t, h, w) order) or tubes already cut by
-    `modality_tokens` [B, n, pt*ph*pw*C] (e.g. only the visible ones) -> [B, n, D]. Same parameters
+    `kinds.video.Video.tokens` [B, n, pt*ph*pw*C] (e.g. only the visible ones) -> [B, n, D]. Same parameters
     (proj/kernel [pt, ph, pw, C, D]) and numbers as the convolution, about twice as fast on CPU.
     """
 
@@ -86,10 +76,3 @@ class SensorEmbed(nn.Module):
     @nn.compact
     def __call__(self, tokens):
         return torch_dense(self.width, tokens.shape[-1], name="proj", dtype=self.dtype)(tokens)
-
-
-def make_embed(spec: ModalitySpec, width: int, dtype=jnp.float32, name: str | None = None) -> nn.Module:
-    """The token embedding of one modality: TubeEmbed (video) or SensorEmbed (sensor)."""
-    if spec.kind == "video":
-        return TubeEmbed(width, spec.tubelet, dtype, name=name)
-    return SensorEmbed(width, dtype, name=name)

@@ -13,34 +13,17 @@ from typing import Mapping, Sequence
 
 import jax.numpy as jnp
 
-from mumae_jax.models import masking, tokenizers
+from mumae_jax.models import kinds, masking
 from mumae_jax.models.modality import ModalitySpec
 
-EPS = 1e-6
-
-
-def _normalize(x, axis):
-    mean = x.mean(axis=axis, keepdims=True)
-    std = jnp.sqrt(x.var(axis=axis, ddof=1, keepdims=True))
-    return (x - mean) / (std + EPS)
-
-
-def input_pixels(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
-    """A video input back in pixel units ([0, 1]), undoing the input normalisation (`input_mean/std`)."""
-    return x * jnp.asarray(spec.input_std) + jnp.asarray(spec.input_mean) if spec.input_mean else x
-
-
 def modality_targets(spec: ModalitySpec, x: jnp.ndarray) -> jnp.ndarray:
-    """Targets of every token [B, N, token_dim] (float32)."""
-    x = x.astype(jnp.float32)
-    if spec.kind == "video":
-        x = input_pixels(spec, x)
-        patches = tokenizers.video_patches(x, spec.tubelet)  # [B, N, P, C]
-        if spec.normalize_target:
-            patches = _normalize(patches, axis=-2)
-        return patches.reshape(patches.shape[0], patches.shape[1], -1)
-    tokens = tokenizers.sensor_tokens(x, spec.num_tokens_cfg, spec.patching)
-    return _normalize(tokens, axis=-1) if spec.normalize_target else tokens
+    """Targets of every token [B, N, token_dim] (float32): the kind's target groups of the displayed input,
+    each normalised over its values when `spec.normalize_target`."""
+    kind = kinds.of(spec)
+    groups = kind.target_groups(spec, kind.display(spec, x.astype(jnp.float32)))  # [B, N, P, G]
+    if spec.normalize_target:
+        groups = kinds.base.normalize(groups, axis=-2)
+    return groups.reshape(groups.shape[0], groups.shape[1], -1)
 
 
 def masked_targets(spec: ModalitySpec, x: jnp.ndarray, mask: jnp.ndarray, count: int | None = None) -> jnp.ndarray:

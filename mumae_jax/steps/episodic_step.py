@@ -12,7 +12,7 @@ BatchNorm running statistics (CAM meta-learner): in the official loop they are u
 task after task. Every task starts from the same running stats here, so `fold_batch_stats` replays the
 sequential updates exactly from the per-task results (an update is affine in the old value).
 
-State: {'step', 'params', 'batch_stats', 'opt_state', 'nonfinite_step'} (as in pretraining).
+State: {'step', 'params', 'batch_stats', 'opt_state', 'nonfinite_step'} (`steps/train_state.py`).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from flax import traverse_util
 from mumae_jax.core import sharding
 from mumae_jax.models import cam
 from mumae_jax.models.oneshot import MuMAEOneShot, episode_loss
+from mumae_jax.steps import train_state
 
 
 def fold_batch_stats(old: Mapping[str, Any], per_task: Mapping[str, Any], momentum: float = cam.BN_MOMENTUM):
@@ -102,14 +103,9 @@ def state_initializer(model: MuMAEOneShot, tx: optax.GradientTransformation, rng
 
     def init_fn(rng):
         variables = model.init({"params": rng, "dropout": rng}, episode, train=False)
-        params = variables["params"]
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables["batch_stats"],
-                "opt_state": tx.init(params), "nonfinite_step": jnp.full((), -1, jnp.int32)}
+        return train_state.new_state(variables["params"], tx, batch_stats=variables["batch_stats"])
 
-    shapes = jax.eval_shape(init_fn, rng)
-    state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
-    abstract = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes, state_sh)
-    return (lambda: jax.jit(init_fn, out_shardings=state_sh)(rng)), abstract, state_sh
+    return train_state.replicated_initializer(init_fn, rng, mesh)
 
 
 def task_losses(model: MuMAEOneShot, params, batch_stats, tasks, keys, loss_weight: float = 0.5):
@@ -162,19 +158,9 @@ def make_train_step(model: MuMAEOneShot, tx: optax.GradientTransformation, seed:
             (loss, grads), (losses, stats, hits) = jax.lax.scan(body, zero, (chunks, chunk_keys))
             merge = lambda x: x.reshape((num_tasks,) + x.shape[2:])  # noqa: E731
             losses, stats, hits = jax.tree.map(merge, (losses, stats, hits))
-        grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        batch_stats = fold_batch_stats(state["batch_stats"], stats)
-
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        healthy = finite & (state["nonfinite_step"] < 0)
-        new = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "opt_state": opt_state}
-        out = jax.tree.map(lambda n, o: jnp.where(healthy, n, o), new, {k: state[k] for k in new})
-        out["nonfinite_step"] = jnp.where((state["nonfinite_step"] < 0) & ~finite, state["step"] + 1,
-                                          state["nonfinite_step"])
-        metrics = {"loss": loss, "train_accuracy": 100.0 * jnp.mean(hits), "grad_norm": grad_norm,
-                   "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
+        out, norms = train_state.guarded_update(tx, state, grads, loss,
+                                                {"batch_stats": fold_batch_stats(state["batch_stats"], stats)})
+        metrics = {"loss": loss, "train_accuracy": 100.0 * jnp.mean(hits), **norms}
         return out, metrics
 
     task_sh = sharding.batch_sharding(mesh)

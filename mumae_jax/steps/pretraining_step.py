@@ -1,10 +1,6 @@
-"""Train state creation and the jitted, mesh-sharded pretraining step (no TensorFlow needed).
+"""The jitted, mesh-sharded MAE pretraining step and its state initialiser (no TensorFlow needed).
 
-State: {'step': int32, 'params', 'opt_state', 'nonfinite_step': int32}. `nonfinite_step` is -1 while
-training is healthy; the first step with a non-finite loss or gradient norm stores its (1-based) step
-and from then on updates are skipped, so the parameters stay the last finite ones (Adam's moments decay
-as for a zero gradient, which keeps the update in place) and the host can stop with a message naming
-the step.
+State: {'step', 'params', 'opt_state', 'nonfinite_step'} (`steps/train_state.py`: creation and the guarded update).
 """
 from __future__ import annotations
 
@@ -16,10 +12,11 @@ import numpy as np
 import optax
 
 from mumae_jax.core import sharding
-from mumae_jax.objectives import mae_loss
 from mumae_jax.models import masking
 from mumae_jax.models.mae import MultimodalMAE
 from mumae_jax.models.modality import ModalitySpec
+from mumae_jax.objectives import mae_loss
+from mumae_jax.steps import train_state
 
 
 def dummy_inputs(specs: Sequence[ModalitySpec], batch: int = 1):
@@ -30,25 +27,16 @@ def dummy_inputs(specs: Sequence[ModalitySpec], batch: int = 1):
     return inputs, masks
 
 
-def train_state_initializer(model: MultimodalMAE, tx: optax.GradientTransformation, rng, mesh):
-    """Returns (init, abstract_state, state_shardings) without allocating anything.
-
-    `init()` builds the state directly with replicated shardings; `abstract_state` (ShapeDtypeStructs
-    carrying those shardings) is the restore target of a checkpoint.
-    """
+def state_initializer(model: MultimodalMAE, tx: optax.GradientTransformation, rng, mesh):
+    """(init, abstract_state, state_shardings) of the pretraining state, replicated
+    (`train_state.replicated_initializer`)."""
 
     def init_fn(rng):
         inputs, masks = dummy_inputs(model.specs)
         decode = masking.draw_decode_masks(jax.random.key(0), model.specs, masks)
-        params = model.init({"params": rng}, inputs, masks, decode=decode)["params"]
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-                "nonfinite_step": jnp.full((), -1, jnp.int32)}
+        return train_state.new_state(model.init({"params": rng}, inputs, masks, decode=decode)["params"], tx)
 
-    shapes = jax.eval_shape(init_fn, rng)
-    state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
-    abstract = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes, state_sh)
-    init = jax.jit(init_fn, out_shardings=state_sh)
-    return (lambda: init(rng)), abstract, state_sh
+    return train_state.replicated_initializer(init_fn, rng, mesh)
 
 
 def loss_and_metrics(model: MultimodalMAE, params, inputs, masks, dropout_rng=None, decode=None):
@@ -83,28 +71,8 @@ def make_train_step(model: MultimodalMAE, tx: optax.GradientTransformation, sche
             return loss_and_metrics(model, params, inputs, masks, drop_rng if use_dropout else None, decode)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        healthy = finite & (state["nonfinite_step"] < 0)
-
-        # Guard without a second copy of the state: a non-finite gradient enters the optimizer as zeros and
-        # the parameter update is masked, so each new leaf is written in place into the donated buffers.
-        # (Selecting between old and new state, or a lax.cond, keeps both alive: XLA temp memory of the ViT-B
-        # video step +0.13 GB (cond) to +0.35 GB (select); +0.55 GB with the layer scan and remat.) A skipped step leaves params, step and the optimizer's scalar counters exact; Adam's
-        # moments decay as for a zero gradient.
-        safe_grads = jax.tree.map(lambda g: jnp.where(healthy, g, jnp.zeros_like(g)), grads)
-        updates, opt_state = tx.update(safe_grads, state["opt_state"], state["params"])
-        out = {"step": jnp.where(healthy, step + 1, step),
-               "params": jax.tree.map(lambda p, u: jnp.where(healthy, p + u.astype(p.dtype), p),
-                                      state["params"], updates),
-               "opt_state": jax.tree.map(lambda new, old: jnp.where(healthy, new, old) if new.ndim == 0 else new,
-                                         opt_state, state["opt_state"])}
-        update_norm = jnp.where(healthy, optax.tree.norm(updates), 0.0)
-        params = out["params"]
-        out["nonfinite_step"] = jnp.where((state["nonfinite_step"] < 0) & ~finite, step + 1,
-                                          state["nonfinite_step"])
-        metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "param_norm": optax.tree.norm(params),
-                   "update_norm": update_norm, "lr": schedule(step)}
+        out, norms = train_state.guarded_update(tx, state, grads, loss)
+        metrics = {"loss": loss, **aux, **norms, "lr": schedule(step)}
         return out, metrics
 
     batch_sh = {k: sharding.batch_sharding(mesh) for k in names}
@@ -120,7 +88,7 @@ def step_for_config(config, batch_size: int, mesh, seed: int = 0):
 
     model = mae.from_config(config)
     tx, schedule = optim.make_optimizer(config, 1000, 10)
-    init, abstract, state_sh = train_state_initializer(model, tx, jax.random.key(seed), mesh)
+    init, abstract, state_sh = state_initializer(model, tx, jax.random.key(seed), mesh)
     return model, init, abstract, make_train_step(model, tx, schedule, seed, batch_size, mesh, state_sh)
 
 

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from mumae_jax.models import kinds
 from mumae_jax.weights import state_dict_io
 
 FORMATS = ("official", "videomae", "hf")
@@ -31,7 +32,7 @@ FORMATS = ("official", "videomae", "hf")
 def _video_only(config, params):
     """(video-only pretraining config, params without the sensor modalities)."""
     config = config.copy_and_resolve_references()
-    videos = [n for n in config.modalities if config.modality[n].kind == "video"]
+    videos = [n for n in config.modalities if kinds.get(config.modality[n].kind).frames]
     if len(videos) != 1:
         raise ValueError(f"VideoMAE layouts need exactly one video modality; the model has {videos}")
     sensors = [n for n in config.modalities if n not in videos]

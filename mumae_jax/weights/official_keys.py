@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from mumae_jax.models import kinds
 from mumae_jax.models.modality import ModalitySpec
 from mumae_jax.weights import layouts, state_dict_io
 
@@ -80,16 +81,16 @@ def official_key(path: tuple[str, ...], specs: Sequence[ModalitySpec]) -> tuple[
         if path[1:] in (("norm", "scale"), ("norm", "bias")):
             return f"encoder.norm.{_LEAF[path[2]]}", "same"
         return _block_leaf(path[1:], "encoder")
-    for kind, tag in (("embed", "embed_"), ("decoder", "decoder_")):
+    for part, tag in (("embed", "embed_"), ("decoder", "decoder_")):
         if head.startswith(tag) and head[len(tag):] in by_name:
             name = head[len(tag):]
             if name not in OFFICIAL_NAMES:
                 raise ValueError(f"modality {name!r} has no official counterpart; known: {sorted(OFFICIAL_NAMES)}")
             embed_prefix, dec_prefix = OFFICIAL_NAMES[name]
-            if kind == "embed":
+            if part == "embed":
                 if path[1:-1] != ("proj",) or path[-1] not in ("kernel", "bias"):
                     break
-                conv = "conv3d" if by_name[name].kind == "video" else "conv1d"
+                conv = kinds.of(by_name[name]).official_embed
                 return f"{embed_prefix}.{_LEAF[path[-1]]}", (conv if path[-1] == "kernel" else "same")
             if path[1] == "blocks":
                 return _block_leaf(path[2:], dec_prefix)

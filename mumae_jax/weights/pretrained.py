@@ -53,7 +53,7 @@ def load_params(workdir: str, step: Optional[int] = None, mesh=None) -> tuple[ml
             return config, params, step
         model = mae.from_config(config)
         tx, _ = optim.make_optimizer(config, 2, 1)  # the schedule does not change the state's structure
-        _, abstract, _ = pretraining_step.train_state_initializer(model, tx, jax.random.key(0), mesh)
+        _, abstract, _ = pretraining_step.state_initializer(model, tx, jax.random.key(0), mesh)
         state, _ = ckpt.restore(step, abstract)
     finally:
         ckpt.close()

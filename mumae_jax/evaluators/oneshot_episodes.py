@@ -1,0 +1,154 @@
+"""The one-shot stage's evaluation: fixed validation / test episode lists, accuracy ± CI of a state on
+a list, the periodic evaluator of the episodic trainer (validation accuracy, best checkpoint kept in
+`best/`, optional test accuracy) and the final report (final, validation-selected and, labelled, the
+paper's test-selected maximum).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Optional
+
+import jax
+from etils import epath
+
+from mumae_jax.core import checkpointing, loop, sharding
+from mumae_jax.data import episodes as E
+from mumae_jax.evaluators import episode_accuracy
+from mumae_jax.models.oneshot import MuMAEOneShot
+from mumae_jax.steps import episodic_step
+
+log = logging.getLogger(__name__)
+
+TFDS_SPLITS = {"base": "meta_train", "validation": "meta_val", "novel": "meta_test"}
+PARTS = {"val": "validation", "test": "novel"}
+
+
+def draw(config, recs, cs, part: str, num: int, seed: int) -> E.EpisodeList:
+    """`num` episodes of the config's episode geometry from class-split part `part`."""
+    ep = config.episodes
+    return E.make_episode_list(recs, cs, part=part, way=ep.way, shot=ep.shot, protocol=ep.protocol,
+                               queries=ep.queries, num_episodes=num, seed=seed,
+                               distinct_instances=ep.distinct_instances)
+
+
+def eval_list(config, recs, cs, workdir: str, which: str) -> Optional[E.EpisodeList]:
+    """The fixed `which` ('val' | 'test') list: a given file, else drawn (and checked against the one a
+    resumed run saved). Writes nothing: `save_eval_list` saves a drawn list once the run is set up."""
+    part = PARTS[which]
+    given = config.eval.get(f"{which}_list", "")
+    if given:
+        lst = E.load_episode_list(given)
+        E.verify_episode_list(lst, recs)
+        return lst
+    if not getattr(cs, part):
+        return None
+    path = epath.Path(workdir) / f"episodes_{which}.json"
+    lst = draw(config, recs, cs, part, config.eval[f"{which}_episodes"], config.eval[f"{which}_seed"])
+    if path.exists():
+        saved = E.load_episode_list(path)
+        if list(saved) != list(lst):
+            raise ValueError(f"{path} differs from the list this config draws; a resumed run must keep its "
+                             f"episodes (delete the workdir or pass eval.{which}_list={path})")
+    return lst
+
+
+def save_eval_list(config, workdir: str, which: str, lst: Optional[E.EpisodeList]) -> None:
+    """Saves a drawn `which` list as workdir/episodes_{which}.json (process 0, once)."""
+    path = epath.Path(workdir) / f"episodes_{which}.json"
+    if lst is not None and not config.eval.get(f"{which}_list", "") and not path.exists() \
+            and jax.process_index() == 0:
+        E.save_episode_list(path, lst)
+
+
+def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh) -> Callable:
+    """evaluate(state, episode_list, part, progress=False) -> {'accuracy', 'ci95', 'num_queries', 'hits'}:
+    every distinct clip of the list encoded once (evaluation transform), then the episode head per episode
+    (`episode_accuracy.evaluate_by_clips`; the same predictions as running the model episode by episode)."""
+    from mumae_jax.data import episode_input
+
+    encode_step, head_step = episodic_step.make_clip_eval_steps(model, mesh, state_sh)
+    ep, be = config.episodes, int(config.eval.batch_episodes)
+    rank, procs = jax.process_index(), jax.process_count()
+
+    def local(batch):  # this process's share of a batch every process holds whole
+        per = len(next(iter(batch.values()))) // procs
+        return sharding.to_global({k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}, mesh)
+
+    def evaluate(state, lst, part: str, progress: bool = False):
+        names = sorted({c for e in lst for c in (*e.support, *e.query)})
+        it = episode_input.build_clip_input(config.data, names, sensors=tuple(config.sensors), seq_len=ep.seq_len,
+                                            image_size=ep.image_size, resize_to=ep.resize_to,
+                                            sensor_length=ep.sensor_length, split=TFDS_SPLITS[part], batch_size=be)
+        try:
+            encoded = episode_accuracy.encode_clips(
+                lambda b: jax.device_get(encode_step(state, sharding.to_global(b, mesh))), it, len(names),
+                share=(rank, procs), progress=progress)
+        finally:
+            it.close()
+        return episode_accuracy.evaluate_by_clips(lambda b: jax.device_get(head_step(state, local(b))), encoded,
+                                                  names, lst, be)
+
+    return evaluate
+
+
+class EpisodeEvaluator:
+    """The episodic trainer's periodic evaluator (`loop.Evaluator`): accuracy on the fixed validation list
+    (a strictly better one saves the state in `best/`) and, with `config.eval.report_test_selection`, on the
+    test list. `history`: the records already logged (a resumed run), for the best validation accuracy so far.
+    """
+
+    name = "episodes"
+
+    def __init__(self, config, evaluate: Callable, workdir: str, val_list, test_list, tasks_per_step: int,
+                 start: int, history, progress: bool):
+        self.every = max(1, round(config.eval.every_tasks / tasks_per_step))
+        self.config, self.evaluate, self.progress, self.t = config, evaluate, progress, tasks_per_step
+        self.val_list, self.test_list = val_list, test_list
+        self.best_ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
+        for b in self.best_ckpt.all_steps():
+            if b > start:  # saved after the checkpoint the run resumes from; it will be re-evaluated
+                self.best_ckpt.manager.delete(b)
+        self.best = max((h["val_accuracy"] for h in history if "val_accuracy" in h), default=-1.0)
+
+    def run(self, step: int, state) -> dict:
+        rec = {"tasks": step * self.t}
+        if self.val_list:
+            v = self.evaluate(state, self.val_list, "validation", progress=self.progress)
+            rec.update(val_accuracy=v["accuracy"], val_ci95=v["ci95"])
+            if v["accuracy"] > self.best:
+                self.best = v["accuracy"]
+                self.best_ckpt.save(step, state, {"step": step, "val_accuracy": self.best})
+        if self.config.eval.report_test_selection:
+            r = self.evaluate(state, self.test_list, "novel", progress=self.progress)
+            rec.update(test_accuracy=r["accuracy"], test_ci95=r["ci95"])
+        log.info("evaluation at step %d: %s", step, rec)
+        return rec
+
+    def close(self) -> None:
+        self.best_ckpt.wait()
+        self.best_ckpt.close()
+
+    def final_report(self, state, step: int, abstract, history, workdir: str) -> dict:
+        """The report (also written to report.json / report.txt): test accuracy of the final state, of the
+        validation-selected checkpoint and, if asked, the labelled test-selected maximum of `history`."""
+        test_eval = lambda st: self.evaluate(st, self.test_list, "novel", progress=self.progress)  # noqa: E731
+        final = test_eval(state)
+        final_rec = {"step": step, "accuracy": final["accuracy"], "ci95": final["ci95"],
+                     "num_queries": final["num_queries"]}
+        val_rec = None
+        self.best_ckpt.wait()
+        best_step = self.best_ckpt.latest_step()
+        if best_step is not None:
+            chosen = final if best_step == step else test_eval(self.best_ckpt.restore(best_step, abstract)[0])
+            val_acc = next(h["val_accuracy"] for h in history if h["step"] == best_step and "val_accuracy" in h)
+            val_rec = {"step": best_step, "accuracy": chosen["accuracy"], "ci95": chosen["ci95"],
+                       "num_queries": chosen["num_queries"], "val_accuracy": val_acc}
+        evals = [h for h in history if "val_accuracy" in h or "test_accuracy" in h]
+        report = episode_accuracy.selection_report(evals, final_rec, val_rec, self.config.eval.report_test_selection)
+        loop.write_json(workdir, "report.json", report)
+        if jax.process_index() == 0:
+            (epath.Path(workdir) / "report.txt").write_text(episode_accuracy.format_report(report) + "\n",
+                                                            encoding="utf-8")
+        log.info("one-shot report written to %s", os.path.join(workdir, "report.txt"))
+        return report
