@@ -42,35 +42,53 @@ def _finish(proc: subprocess.Popen, what: str) -> str:
     return out
 
 
-def test_a_launched_pair_stops_together_on_one_sigterm_and_matches_one_process(tmp_path):
-    """launch/local_multiprocess.sh starts two processes; only process 1 is signalled, and jax's preemption sync
-    makes both save the same step S and stop. The pair logged the losses of one process on the whole batch (this
-    test's 8 devices) stopped at S the same way, and its checkpoint restores here and equals that process's."""
-    pair = str(tmp_path / "pair")
-    long_run = [a for a in TINY if not a.startswith(("--config.total_steps", "--config.checkpoint_every_steps"))]
-    long_run += ["--config.total_steps=5000", "--config.checkpoint_every_steps=5000"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}", JAX_PLATFORMS="cpu", PORT=str(_free_port()),
-               PYTHON=sys.executable, MUMAE_JAX_INIT_TIMEOUT="120")
-    launcher = subprocess.Popen(["bash", "launch/local_multiprocess.sh", "2", *long_run, f"--workdir={pair}"],
+def _run_pair_until_signalled(workdir: str, args: list, env: dict, after_step: int) -> int:
+    """Launches the pair, waits until it has logged a step > `after_step`, sends SIGTERM to process 1 only and
+    returns the step both processes saved (each one's log says so)."""
+    launcher = subprocess.Popen(["bash", "launch/local_multiprocess.sh", "2", *args, f"--workdir={workdir}"],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first = launcher.stdout.readline()
     pids = re.match(r"started 2 processes \(pids (\d+) (\d+);", first)
     assert pids, first
-    log = os.path.join(pair, "metrics.jsonl")
+    log = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + 300
-    while not (os.path.exists(log) and os.path.getsize(log) > 0):  # training has started
+    while not (os.path.exists(log) and any(r["step"] > after_step for r in _records(log))):  # training has started
         assert time.time() < deadline and launcher.poll() is None, "the pair did not start"
         time.sleep(0.2)
     os.kill(int(pids.group(2)), signal.SIGTERM)
     out = first + _finish(launcher, "the launcher")
     stop = int(re.search(r"finished at step (\d+) \(stopped by SIGTERM\)", out).group(1))
-    assert stop < 5000, out
+    assert after_step < stop < 5000, out
     for i in range(2):
-        with open(os.path.join(pair, "logs", f"process_{i}.log"), encoding="utf-8") as f:
+        with open(os.path.join(workdir, "logs", f"process_{i}.log"), encoding="utf-8") as f:
             text = f.read()
         assert f"joined a 2-process job as process {i} (explicit; 1 local / 2 global devices)" in text, text[-2000:]
         assert f"saved a checkpoint at step {stop} and stopping" in text, text[-2000:]
+        if after_step:
+            assert re.search(rf"resumed from \S+ at step {after_step}\b", text), text[-2000:]
+    return stop
+
+
+def _records(path: str) -> list:
+    try:
+        return metrics.read_jsonl(path)
+    except ValueError:  # a line being written
+        return []
+
+
+def test_a_launched_pair_stops_together_on_one_sigterm_resumes_and_matches_one_process(tmp_path):
+    """launch/local_multiprocess.sh starts two processes; only process 1 is signalled, and the preemption sync
+    makes both save the same step S1 and stop. Launched again, the pair resumes from S1 and is stopped the same
+    way at S2. Its logged losses equal one uninterrupted process on the whole batch (this test's 8 devices)
+    stopped at S2, and its checkpoint restores here and equals that process's."""
+    pair = str(tmp_path / "pair")
+    long_run = [a for a in TINY if not a.startswith(("--config.total_steps", "--config.checkpoint_every_steps"))]
+    long_run += ["--config.total_steps=5000", "--config.checkpoint_every_steps=5000"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUMAE_JAX_")}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}", JAX_PLATFORMS="cpu",
+               PORT=str(_free_port()), PYTHON=sys.executable, MUMAE_JAX_INIT_TIMEOUT="120")
+    first_stop = _run_pair_until_signalled(pair, long_run, env, 0)
+    stop = _run_pair_until_signalled(pair, long_run, env, first_stop)
 
     single = str(tmp_path / "single")  # the same configuration in this process, signalled at the same step
     spec, overrides = long_run[0].split("=", 1)[1], long_run[1:]

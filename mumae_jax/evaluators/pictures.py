@@ -90,7 +90,7 @@ def sensor_figure(recs: Mapping[str, Mapping[str, np.ndarray]], path: str, title
 
 
 def episode_figure(result: Mapping, path, title: str = "") -> None:
-    """PNG (local or gs:// path) of one predicted episode (`oneshot_train.predict_episode`): the middle frame of
+    """PNG (local or gs:// path) of one predicted episode (`oneshot_training.predict_episode`): the middle frame of
     every support clip (one column per class, one row per shot), and per query its middle frame with its true
     class next to the predicted class probabilities."""
     from etils import epath

@@ -4,13 +4,13 @@
   python -m mumae_jax.weights.convert --src videomae_pretrain.pth --dst /tmp/videomae --format videomae
   python -m mumae_jax.weights.convert --src hf_videomae_folder/ --dst /tmp/hf --format hf
 
-Formats (default `auto`: guessed from the keys; see tools/official_keys.py and tools/hf_keys.py):
+Formats (default `auto`: guessed from the keys; see weights/official_keys.py and weights/hf_keys.py):
   official   official Mu-MAE pretraining (`PretrainVisionTransformer`: video + 4 sensors).
   videomae   official VideoMAE / VideoMAE V2 pretraining (video only, same key names as `official`), or a
              VideoMAE fine-tuning checkpoint (`patch_embed.*`, `blocks.*`, `fc_norm`/`head`): encoder only.
   hf         transformers `VideoMAEForPreTraining` or `VideoMAEModel` (encoder only); sizes come from the
              folder's config.json (or --hf_config).
-The file is read safely (tools/state_dict_io.py). Every key must be used and every parameter found with
+The file is read safely (weights/state_dict_io.py). Every key must be used and every parameter found with
 its shape; otherwise the command fails naming the keys (`--skip k1,k2` leaves named keys out on purpose).
 Sizes are read off the weights; head counts are not in the weights: by default they are those of the
 ViT-Ti/S/B preset of that width (override with --num_heads / --decoder_heads). The frame count, image
