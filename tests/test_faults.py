@@ -45,7 +45,7 @@ def test_the_comparison_sees_a_changed_record_and_a_repeated_step(suite, tmp_pat
 
 
 def test_suite_config_overrides_and_unknown_scenario():
-    c = suite_config(sets=("evals.fewshot.every_steps=10", "pictures_every_steps=5"))
-    assert (c.total_steps, c.checkpoint_every_steps, c.evals.fewshot.every_steps, c.pictures_every_steps) == (
+    c = suite_config(sets=("evals.fewshot.every_steps=10", "evals.pictures.every_steps=5"))
+    assert (c.total_steps, c.checkpoint_every_steps, c.evals.fewshot.every_steps, c.evals.pictures.every_steps) == (
         TOTAL_STEPS, 10, 10, 5)
     assert cli.main(["--only", "no_such_fault"]) == 2

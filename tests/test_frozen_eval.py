@@ -12,9 +12,9 @@ from flax import traverse_util
 
 from conftest import make_tiny_config
 from mumae_jax.core import config_files
-from mumae_jax.evaluators import frozen, frozen_cli
+from mumae_jax.evaluators import frozen, frozen_features
 from mumae_jax.weights import pretrained
-from mumae_jax.data import episode_input, splits
+from mumae_jax.data import episode_input, sources, splits
 from mumae_jax.models import mae_features, vit
 
 GEOM = dict(seq_len=4, image_size=32, resize_to=40, sensor_length=128)
@@ -38,15 +38,15 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def random_encoder():
     config = make_tiny_config()
-    encoder, params = frozen.from_pretrain_config(config, seed=1, **GEOM)
+    encoder, params = frozen_features.from_pretrain_config(config, seed=1, **GEOM)
     return config, encoder, params
 
 
 def test_clip_features_equal_the_encoder_on_that_clip(random_encoder):
     config, encoder, params = random_encoder
     data = {**config.data.to_dict(), "split": "all"}
-    names = sorted(c.name for c in frozen.records(config.data))[:3]
-    feats = frozen.extract_features(encoder, params, data, names, batch_size=8, **GEOM)
+    names = sorted(c.name for c in sources.get_source(config.data).records())[:3]
+    feats = frozen_features.extract_features(encoder, params, data, names, batch_size=8, **GEOM)
     assert feats.shape == (3, 64)
     it = episode_input.build_clip_input(data, names, sensors=[s.name for s in encoder.specs[1:]], batch_size=8,
                                         **GEOM)
@@ -69,7 +69,7 @@ def test_evaluate_episodes_is_deterministic(random_encoder):
 
 
 def test_from_pretrain_run_loads_the_checkpoint_weights(run_dir):
-    encoder, params, step = frozen.from_pretrain_run(run_dir, **GEOM)
+    encoder, params, step = frozen_features.from_pretrain_run(run_dir, **GEOM)
     _, mae_params, ck_step = pretrained.load_params(run_dir)
     assert step == ck_step == 2
     flat, src = (traverse_util.flatten_dict(jax.device_get(t), sep="/") for t in (params, mae_params))
@@ -81,7 +81,7 @@ def test_from_pretrain_run_loads_the_checkpoint_weights(run_dir):
 
 def test_cli_writes_accuracies(run_dir, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert frozen_cli.main(["--pretrain_workdir", run_dir, "--part", "novel", "--num_episodes", "4",
+    assert frozen.main(["--pretrain_workdir", run_dir, "--part", "novel", "--num_episodes", "4",
                              "--probes", "prototype,ridge", "--batch_size", "16", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "checkpoint step 2" in printed and "prototype" in printed
@@ -123,7 +123,7 @@ def test_mean_pooling_is_the_default_and_unchanged(random_encoder):
 def test_modality_pooling_matches_a_numpy_reference(random_encoder):
     config, encoder, params = random_encoder
     enc = encoder.clone(pooling="modality")
-    new, report = mae_features.load_pretrained(frozen.init_params(enc), params)
+    new, report = mae_features.load_pretrained(frozen_features.init_params(enc), params)
     assert report["kept_init"] == sorted(f"fc_norm_{s.name}/{k}" for s in enc.specs for k in ("bias", "scale"))
     fresh = np.asarray(enc.apply({"params": new}, _inputs(enc)))
     video_sq = (fresh[:, :64] ** 2).sum(-1)  # the video block and the four sensor blocks weigh the same
@@ -149,7 +149,7 @@ def test_modality_pooling_matches_a_numpy_reference(random_encoder):
 def test_tokens_pooling_keeps_the_layout(random_encoder):
     _, encoder, params = random_encoder
     enc = encoder.clone(pooling="tokens")
-    new, report = mae_features.load_pretrained(frozen.init_params(enc), params)
+    new, report = mae_features.load_pretrained(frozen_features.init_params(enc), params)
     assert report["kept_init"] == []  # no parameters of its own
     x = _inputs(enc)
     got = np.asarray(enc.apply({"params": new}, x))
@@ -169,7 +169,7 @@ def test_tokens_pooling_keeps_the_layout(random_encoder):
 def test_feature_depth_is_the_output_of_the_first_blocks(random_encoder):
     _, encoder, params = random_encoder
     enc = encoder.clone(feature_depth=1)
-    new, report = mae_features.load_pretrained(frozen.init_params(enc), params)
+    new, report = mae_features.load_pretrained(frozen_features.init_params(enc), params)
     assert "encoder/block01/mlp/fc1/kernel" in report["ignored"] and "encoder/block01" not in new["encoder"]
     x = _inputs(enc)
     shallow = encoder.clone(depth=1)  # a 1-block encoder with the first block of `params`
@@ -185,13 +185,13 @@ def test_feature_depth_is_the_output_of_the_first_blocks(random_encoder):
 
 def test_modality_groups():
     config = make_tiny_config()
-    groups = frozen.modality_groups(config, "video, sensors,all,gyro+acc_watch,video+gyro")
+    groups = frozen_features.modality_groups(config, "video, sensors,all,gyro+acc_watch,video+gyro")
     assert groups == {"video": ("video",), "sensors": SENSORS, "all": ("video", *SENSORS),
                       "gyro+acc_watch": ("acc_watch", "gyro"), "video+gyro": ("video", "gyro")}
     for bad, msg in (("all,acc_wrist", "'acc_wrist'.*acc_phone, acc_watch"), ("all,all", "twice"),
                      ("video,", "empty"), ("gyro+", "unknown modality ''")):
         with pytest.raises(ValueError, match=msg):
-            frozen.modality_groups(config, bad)
+            frozen_features.modality_groups(config, bad)
 
 
 def test_sensor_group_of_a_time_aligned_model_needs_no_video():
@@ -209,14 +209,14 @@ def test_sensor_group_of_a_time_aligned_model_needs_no_video():
 
 def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatch):
     config, encoder, params = random_encoder
-    models = frozen.group_encoders(config, "video,sensors,all", GEOM, seed=1)
+    models = frozen_features.group_encoders(config, "video,sensors,all", GEOM, seed=1)
     flat = {g: traverse_util.flatten_dict(p, sep="/") for g, (_, p) in models.items()}
     assert all(np.array_equal(flat["sensors"][k], flat["all"][k]) for k in flat["sensors"] if "fc_norm" not in k)
     data = {**config.data.to_dict(), "split": "all"}
-    names = sorted(c.name for c in frozen.records(config.data))[:3]
-    feats = frozen.extract_group_features(models, data, names, batch_size=8, **GEOM)
+    names = sorted(c.name for c in sources.get_source(config.data).records())[:3]
+    feats = frozen_features.extract_group_features(models, data, names, batch_size=8, **GEOM)
     # one random init shared by the groups: the 'all' group is the seed-1 encoder of every modality
-    np.testing.assert_allclose(feats["all"], frozen.extract_features(encoder, params, data, names,
+    np.testing.assert_allclose(feats["all"], frozen_features.extract_features(encoder, params, data, names,
                                                                           batch_size=8, **GEOM), rtol=1e-5, atol=1e-5)
     it = episode_input.build_clip_input(data, names, sensors=SENSORS, batch_size=8, **GEOM)
     b = next(it)
@@ -235,7 +235,7 @@ def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatc
             it.close()
 
     monkeypatch.setattr(episode_input, "build_clip_input", other_video)
-    again = frozen.extract_group_features(models, data, names, batch_size=8, **GEOM)
+    again = frozen_features.extract_group_features(models, data, names, batch_size=8, **GEOM)
     np.testing.assert_array_equal(again["sensors"], feats["sensors"])
     for g in ("video", "all"):
         assert not np.allclose(again[g], feats[g], atol=1e-3)
@@ -244,7 +244,7 @@ def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatc
 def test_cli_random_init_from_a_config_groups_and_queries(random_encoder, tmp_path, capsys):
     config, encoder, params = random_encoder
     out = tmp_path / "r.json"
-    assert frozen_cli.main([*TINY_CLI, "--random_init", "--init_seed", "1", "--modalities", "video,sensors,all",
+    assert frozen.main([*TINY_CLI, "--random_init", "--init_seed", "1", "--modalities", "video,sensors,all",
                                  "--protocol", "trx", "--queries", "5", "--num_episodes", "2", "--resize_to", "40",
                                  "--probes", "prototype,ridge", "--batch_size", "16", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -270,7 +270,7 @@ def test_cli_needs_exactly_one_of_workdir_and_config(tmp_path, capsys):
                       (["--pretrain_workdir", run_dir, *TINY_CLI[:1], "--random_init"], "exactly one"),
                       (TINY_CLI[:1], "add --random_init"), (["--pretrain_workdir", run_dir, TINY_CLI[1]], "overrides")):
         with pytest.raises(SystemExit):
-            frozen_cli.main(argv)
+            frozen.main(argv)
         assert msg in capsys.readouterr().err
     with pytest.raises(ValueError, match="got neither"):
         frozen.evaluate_run()
@@ -284,8 +284,8 @@ def test_cli_needs_exactly_one_of_workdir_and_config(tmp_path, capsys):
 
 def test_class_split_file_overrides_the_data_configs_split(tmp_path):
     config = make_tiny_config()
-    default = frozen.class_split(config.data)
-    actions = sorted({r.action for r in frozen.records(config.data)} - set(default.novel))
+    default = sources.get_source(config.data).class_split()
+    actions = sorted({r.action for r in sources.get_source(config.data).records()} - set(default.novel))
     f = tmp_path / "split.json"
     splits.ClassSplit(base=actions[3:], validation=[], novel=actions[:3]).to_file(f)
     elist = frozen.draw_episode_list(config.data, way=2, num_episodes=20, class_split_file=str(f))
@@ -299,7 +299,7 @@ def test_periodic_evaluator_groups_and_pooling(random_encoder):
     got = frozen.PeriodicEvaluator(config, cfg)(params)  # a feature encoder's tree loads like the MAE's
     assert set(got) == {"fewshot/prototype_accuracy", "fewshot/prototype_ci95", "fewshot/sensors/prototype_accuracy",
                         "fewshot/sensors/prototype_ci95"}
-    models = frozen.group_encoders(config, "sensors,all", GEOM, params, pooling="modality", feature_depth=1)
+    models = frozen_features.group_encoders(config, "sensors,all", GEOM, params, pooling="modality", feature_depth=1)
     assert models["all"][0].feature_dim == 5 * 64 and models["sensors"][0].feature_dim == 4 * 64
     ref = frozen.evaluate_groups(models, config.data, frozen.draw_episode_list(config.data, num_episodes=2),
                                       probes=("prototype",), batch_size=16, **GEOM)["groups"]

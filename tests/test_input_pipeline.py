@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from mumae_jax.data import input_pipeline as ip  # noqa: E402
-from mumae_jax.data import sensor_ops, splits, synthetic  # noqa: E402
+from mumae_jax.data import sensor_ops, sources, splits, synthetic  # noqa: E402
 
 SENSORS = ("acc_watch", "gyro")
 GEOM = dict(num_frames=4, frame_stride=2, image_size=32, sensor_length=16, sensors=SENSORS)
@@ -147,7 +147,9 @@ def test_pretrain_splits():
 
 def test_bad_configs_raise():
     with pytest.raises(ValueError, match="unsupported dataset name 'kinetics'; supported: synthetic, mmact"):
-        ip.build_pretrain_input(cfg(name="kinetics"), global_batch_size=4, seed=0, **GEOM)
+        sources.get_source(cfg(name="kinetics"))
+    with pytest.raises(ValueError, match="reads the synthetic data; read 'mmact' through"):
+        ip.build_pretrain_input(cfg(name="mmact"), global_batch_size=4, seed=0, **GEOM)
     with pytest.raises(ValueError, match="divisible"):
         ip.build_pretrain_input(cfg(), global_batch_size=5, seed=0, process_count=2, **GEOM)
     with pytest.raises(ValueError, match="sensors"):
@@ -171,11 +173,11 @@ def test_repeated_sampling_draws_k_samples_per_clip():
                                     sensors=("gyro",), global_batch_size=4, seed=0)
     b = next(it)
     it.close()
-    assert n == 2 * ip.num_examples(cfg())
+    assert n == 2 * sources.get_source(cfg()).num_examples(())
     for a in (0, 2):  # examples 2j and 2j+1 come from one clip, with their own frame window
         assert b["label"][a] == b["label"][a + 1]
         np.testing.assert_array_equal(b["gyro"][a], b["gyro"][a + 1])
     assert not np.array_equal(b["video"][0], b["video"][1]) or not np.array_equal(b["video"][2], b["video"][3])
     assert not np.array_equal(b["gyro"][0], b["gyro"][2])
     with pytest.raises(ValueError, match="repeated_sampling=0"):
-        ip.num_examples(cfg(repeated_sampling=0))
+        sources.get_source(cfg(repeated_sampling=0)).num_examples(())

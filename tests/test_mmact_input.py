@@ -11,7 +11,7 @@ import mmact_tree as T  # noqa: E402
 
 from mumae_jax.trainers import pretraining  # noqa: E402
 from mumae_jax.data import input_pipeline as ip  # noqa: E402
-from mumae_jax.data import mmact_input, prepare_mmact, sensor_ops  # noqa: E402
+from mumae_jax.data import mmact_input, prepare_mmact, sensor_ops, sources  # noqa: E402
 
 # Base classes of mumae_split3 (not its validation classes), subjects 1 and 2, cameras 1 and 4.
 ACTIONS = ("drinking", "running", "opening", "throwing", "talking")
@@ -43,15 +43,13 @@ def _cfg(prepared):
 
 
 def _build(prepared, **kw):
-    args = dict(num_frames=4, frame_stride=2, image_size=32, sensor_length=128, sensors=SENSORS,
-                global_batch_size=4, seed=0)
-    args.update(kw)
-    return ip.build_pretrain_input(_cfg(prepared), **args)
+    geometry = sources.ClipGeometry(num_frames=4, image_size=32, sensor_length=128, sensors=SENSORS, frame_stride=2)
+    return sources.get_source(_cfg(prepared)).pretrain_input(geometry, **{"global_batch_size": 4, "seed": 0, **kw})
 
 
 def test_batches_hold_the_right_clip_processed_officially(prepared):
     it, n = _build(prepared)
-    assert n == ip.num_examples(_cfg(prepared), SENSORS) and 12 <= n <= 20  # ~80% of 20 base clips
+    assert n == sources.get_source(_cfg(prepared)).num_examples(SENSORS) and 12 <= n <= 20  # ~80% of 20 base clips
     source, features = mmact_input.open_split(_cfg(prepared), SENSORS)
     batch = next(it)
     it.close()
@@ -94,14 +92,14 @@ def test_missing_dir_and_unknown_split_fail_clearly(prepared, tmp_path):
     cfg = _cfg(prepared)
     cfg["dir"] = ""
     with pytest.raises(ValueError, match="needs --config.data.dir"):
-        ip.num_examples(cfg)
+        sources.get_source(cfg).num_examples(SENSORS)
     cfg["dir"] = str(tmp_path)
     with pytest.raises(ValueError, match="no summary.json"):
-        ip.num_examples(cfg)
+        sources.get_source(cfg).num_examples(SENSORS)
     cfg = _cfg(prepared)
     cfg["split"] = "train"
     with pytest.raises(ValueError, match="split 'train' is not in mmact/mumae_split3"):
-        ip.num_examples(cfg)
+        sources.get_source(cfg).num_examples(SENSORS)
 
 
 def test_pretrains_on_prepared_data(prepared, tiny_config, tmp_path):

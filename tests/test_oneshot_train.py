@@ -2,6 +2,7 @@
 report's three rows, deterministic evaluation of a saved checkpoint, resume."""
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def tiny(pre_workdir, **kw):
     c.data.update(num_subjects=2, num_sessions=1, num_cameras=2)
     c.tasks_per_batch = 8
     c.total_tasks = 24
-    c.eval.update(every_tasks=8, val_episodes=8, test_episodes=16, batch_episodes=8, report_test_selection=True)
+    c.evals.episodes.update(every_tasks=8, val_episodes=8, test_episodes=16, batch_episodes=8, report_test_selection=True)
     c.log_every_steps = 1
     c.checkpoint_every_steps = 1
     c.keep_checkpoints = 5
@@ -85,9 +86,22 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
     v = oneshot_training.evaluate_checkpoint(c, w, best=True)
     assert v["step"] == best["step"] and v["accuracy"] == report["validation_selected"]["accuracy"]
 
+    # the shared loop in this stage: SIGTERM at step 2 saves step 2 and reports nothing; the resumed run logs
+    # the uninterrupted run's losses bit for bit and reports the same
+    cut = str(tmp_path / "cut")
+    stopped = oneshot_training.train_and_evaluate(c, cut, step_hook=lambda s: s == 2 and os.kill(os.getpid(),
+                                                                                               signal.SIGTERM))
+    assert stopped["preempted"] and stopped["step"] == 2 and stopped["report"] is None
+    assert not os.path.exists(os.path.join(cut, "report.json"))
+    resumed = oneshot_training.train_and_evaluate(c, cut)
+    assert resumed["step"] == 3 and resumed["report"] == report
+    losses = [{r["step"]: r["loss"] for r in metrics.read_jsonl(os.path.join(d, "metrics.jsonl")) if "loss" in r}
+              for d in (w, cut)]
+    assert losses[0] == losses[1] and sorted(losses[0]) == [1, 2, 3]
+
     # a finished run resumes from its last checkpoint, trains nothing and reports the same numbers; without
     # asking, no test-selected row
-    c.eval.report_test_selection = False
+    c.evals.episodes.report_test_selection = False
     again = oneshot_training.train_and_evaluate(c, w)
     assert again["step"] == 3 and again["report"]["final"] == report["final"]
     assert again["report"]["validation_selected"] == report["validation_selected"]
@@ -100,6 +114,14 @@ def test_random_init_needs_no_pretraining_run_and_pretrained_init_needs_one(tmp_
     with pytest.raises(ValueError, match="pretrain_workdir"):
         oneshot_training.train_and_evaluate(c, str(tmp_path / "a"))
     assert not (tmp_path / "a").exists()  # a failed start leaves no workdir behind
+    # a non-finite loss stops the run naming the step, with no checkpoint of it or later
+    nan = tiny("", lr=1e30, total_tasks=16)
+    nan.init.update(mae="random", video="random", pretrain_config="tiny")  # random init: no pretraining run
+    with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient norm at training step \d+") as e:
+        oneshot_training.train_and_evaluate(nan, str(tmp_path / "nan"))
+    bad = int(str(e.value).split("training step ")[1].split(";")[0])
+    saved = [int(d) for d in os.listdir(tmp_path / "nan" / "checkpoints") if d.isdigit()]
+    assert all(s < bad for s in saved), (saved, bad)
     with pytest.raises(ValueError, match="config.tasks_per_batch=0 must be >= 1"):
         oneshot_training.train_and_evaluate(tiny("", tasks_per_batch=0), str(tmp_path / "b"))
     assert not (tmp_path / "b").exists()

@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_pictures_during_training_and_from_the_command(tmp_path):
-    config = make_tiny_config(total_steps=2, checkpoint_every_steps=2, pictures_every_steps=2)
+    config = make_tiny_config(total_steps=2, checkpoint_every_steps=2)
+    config.evals.pictures.every_steps = 2
     config.lock()  # as main.py passes it
     run = str(tmp_path / "run")
     pretraining.train_and_evaluate(config, run)

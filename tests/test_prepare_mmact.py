@@ -14,6 +14,7 @@ import mmact_tree as T  # noqa: E402
 from tf_block import BLOCK_TENSORFLOW  # noqa: E402
 
 from mumae_jax.data import mmact_layout as L  # noqa: E402
+from mumae_jax.data import mmact_shards  # noqa: E402
 from mumae_jax.data import prepare_mmact as P  # noqa: E402
 from mumae_jax.data.synthetic import CLASSES  # noqa: E402
 
@@ -148,7 +149,7 @@ def test_rerun_skips_finished_shards(prepared, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("decode_video called on a finished prepare")
 
-    monkeypatch.setattr(P, "decode_video", boom)
+    monkeypatch.setattr(mmact_shards, "decode_video", boom)  # where the decoding worker looks it up
     s = P.prepare(out, prepared["src"], short_side=SHORT, shard_size=3, workers=1, progress=False, log=lambda m: None)
     assert s["decoded_clips"] == 0 and s["shards_reused"] == 5 and s["shards_written"] == 0
     assert {f: os.stat(out / f).st_mtime_ns for f in mt} == mt
@@ -159,13 +160,13 @@ def test_rerun_skips_finished_shards(prepared, tmp_path, monkeypatch):
     (out / "clips-00003-of-00005.tfrecord.tmp-999").write_bytes(b"junk")
     calls = []
     monkeypatch.undo()
-    real = P.decode_video
+    real = mmact_shards.decode_video
 
     def counting(path, short_side):
         calls.append(path)
         return real(path, short_side)
 
-    monkeypatch.setattr(P, "decode_video", counting)
+    monkeypatch.setattr(mmact_shards, "decode_video", counting)
     s = P.prepare(out, prepared["src"], short_side=SHORT, shard_size=3, workers=1, progress=False, log=lambda m: None)
     side = json.loads((out / "clips-00001-of-00005.json").read_text())
     redo_videos = [e["video"] for e in side["entries"] if e["reason"] is None or e["reason"].startswith("video")
@@ -347,7 +348,7 @@ def test_worker_side_needs_no_tensorflow(prepared):
     sensors = [(s, str(T.sensor_path(prepared["src"], s, 1, 1, 1, "walking"))) for s in T.SENSORS]
     code = (
         BLOCK_TENSORFLOW +
-        "from mumae_jax.data import mmact_layout, prepare_mmact as P\n"
+        "from mumae_jax.data import mmact_layout, mmact_shards as P\n"
         f"job = {{'entry': {{'clip': 'c', 'video': {str(video)!r}}}, 'sensors': {sensors!r}, 'shard': 's',\n"
         "       'opts': {'short_side': 32, 'jpeg_quality': 90, 'min_frames': 16}}\n"
         "r = P.process_clip(job)\n"

@@ -132,8 +132,9 @@ def test_tfds_splits_and_examples(env, builder):
 def test_pretrain_pipeline_on_real_data(env, builder):
     cfg = {"name": "mmact", "split": "pretrain_train", "dir": str(env["out"]), "tfds_dir": "",
            "split_config": "mumae_split3", "class_split_file": "", "shuffle": True}
-    it, n = ip.build_pretrain_input(cfg, num_frames=NUM_FRAMES, frame_stride=STRIDE, image_size=IMAGE_SIZE,
-                                    sensor_length=SENSOR_LENGTH, sensors=SENSORS, global_batch_size=BATCH, seed=0)
+    it, n = mmact_input.build_mmact_pretrain_input(cfg, num_frames=NUM_FRAMES, frame_stride=STRIDE,
+                                                   image_size=IMAGE_SIZE, sensor_length=SENSOR_LENGTH, sensors=SENSORS,
+                                                   global_batch_size=BATCH, seed=0)
     try:
         batches = [next(it) for _ in range(2)]
     finally:

@@ -35,18 +35,14 @@ def _define_flags():
 
 def measure(config, batches: int, warmup: int) -> dict:
     """Times `batches` batches of the pretraining input after `warmup` batches."""
-    from mumae_jax.data import input_pipeline
-    from mumae_jax.models import kinds, modality
+    from mumae_jax.data import sources
+    from mumae_jax.models import modality
 
     specs = modality.specs_from_config(tuple(config.modalities), config.modality)
-    video = next(s for s in specs if kinds.of(s).frames)
-    sensor_specs = [s for s in specs if not kinds.of(s).frames]
-    sensors = tuple(s.name for s in sensor_specs)
-    frames, size = video.input_shape[0], video.input_shape[1]
-    it, num_examples = input_pipeline.build_pretrain_input(
-        config.data, num_frames=frames, frame_stride=config.input.frame_stride, image_size=size,
-        sensor_length=sensor_specs[0].input_shape[0] if sensor_specs else 128, sensors=sensors,
-        global_batch_size=config.batch_size, seed=config.seed, augment=config.get("augment"))
+    geometry = sources.ClipGeometry.from_specs(specs, config.input.frame_stride)
+    sensors, frames, size = geometry.sensors, geometry.num_frames, geometry.image_size
+    it, num_examples = sources.get_source(config.data).pretrain_input(
+        geometry, global_batch_size=config.batch_size, seed=config.seed, augment=config.get("augment"))
     try:
         for _ in range(warmup):
             next(it)
@@ -67,23 +63,15 @@ def measure(config, batches: int, warmup: int) -> dict:
 
 def measure_episodes(config, episodes_n: int, warmup: int, seq_len: int = 8, image_size: int = 224) -> dict:
     """Times `episodes_n` evaluation episodes (5-way 1-shot, 1 query) of the config's data."""
-    from mumae_jax.data import episode_input, episodes, mmact_tfds, splits, synthetic
+    from mumae_jax.data import episodes, sources, splits
     from mumae_jax.models import kinds
 
-    data = dict(config.data)
     sensors = tuple(n for n in config.modalities if not kinds.get(config.modality[n].kind).frames)
-    if data["name"] == "mmact":
-        records = splits.meta_split(mmact_tfds.kept_records(data["dir"]), splits.mumae_split3(), "novel",
-                                    on_unknown="ignore")
-        split = "meta_test"
-    else:
-        ds = synthetic.SyntheticMMAct(seed=data["seed"], num_subjects=data["num_subjects"],
-                                      num_sessions=data["num_sessions"], num_cameras=data["num_cameras"])
-        records, split = ds.clips(synthetic.NOVEL_CLASSES), ""
-    elist = episodes.make_episode_list(records, splits.mumae_split3(), part="novel",
+    source = sources.get_source(config.data)
+    elist = episodes.make_episode_list(source.records(), splits.mumae_split3(), part="novel",
                                        num_episodes=episodes_n + warmup, seed=config.seed)
-    it = episode_input.build_episode_input(data, elist, sensors=sensors, train=False, seq_len=seq_len,
-                                           image_size=image_size, split=split or "meta_test")
+    geometry = sources.ClipGeometry(num_frames=seq_len, image_size=image_size, sensor_length=128, sensors=sensors)
+    it = source.episode_input(elist, geometry, part="novel", train=False)
     try:
         for _ in range(warmup):
             next(it)
@@ -94,7 +82,7 @@ def measure_episodes(config, episodes_n: int, warmup: int, seq_len: int = 8, ima
     finally:
         it.close()
     clips = episodes_n * 6
-    return {"pipeline": f"episodes/{data['name']}", "batch_size": 6, "frames_per_clip": seq_len,
+    return {"pipeline": f"episodes/{source.name}", "batch_size": 6, "frames_per_clip": seq_len,
             "image_size": image_size, "sensors": len(sensors), "batches": episodes_n, "seconds": elapsed,
             "clips_per_sec": clips / elapsed, "frames_per_sec": clips * seq_len / elapsed,
             "episodes_per_sec": episodes_n / elapsed, "cpus": os.cpu_count(), "machine": platform.machine(),

@@ -66,7 +66,7 @@ def get_config(arg=None):
     o = oneshot.get_config(",".join(x for x in ("runlocal" if arg.runlocal else "", f"data={arg.data}",
                                                 f"recipe={arg.recipe}") if x))
     o.progress_bar = False
-    o.eval.report_test_selection = False
+    o.evals.episodes.report_test_selection = False
     c.oneshot = o
     c.oneshot_rows = {name: dict(label=label, init=init, fusion=fusion) for name, (label, init, fusion) in ONESHOT.items()}
 

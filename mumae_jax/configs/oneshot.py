@@ -33,7 +33,7 @@ Commands:
   about 9 min with its 10,000-query test list, 2026-12-06).
 Writes checkpoints/ (latest, for resuming), best/ (validation-selected), episodes_{val,test}.json,
 metrics.jsonl, tensorboard/ and report.json / report.txt (final and validation-selected accuracy on the
-test episodes, ± 95% CI; with `eval.report_test_selection=True` also the paper's protocol, the maximum
+test episodes, ± 95% CI; with `evals.episodes.report_test_selection=True` also the paper's protocol, the maximum
 over test evaluations, labelled as such).
 """
 import ml_collections as mlc
@@ -94,11 +94,14 @@ def get_config(arg=None):
     c.write_tensorboard = True
     c.progress_bar = True
 
-    # ---- evaluation (fixed, saved episode lists) ----
-    # val_list / test_list: existing episode files (e.g. from `python -m mumae_jax.data.episodes`);
-    # empty = drawn from the class split with the seeds below and saved in the workdir.
-    c.eval = dict(every_tasks=3200, val_episodes=1000, test_episodes=10000, val_seed=1, test_seed=0,
-                  val_list="", test_list="", batch_episodes=8, report_test_selection=False)
+    # ---- evaluation: config.evals.<name> = dict(type=..., ...) (mumae_jax/evaluators/common.py) ----
+    # episodes: accuracy ± CI on fixed, saved validation / test episode lists every `every_tasks` training
+    # tasks (best validation checkpoint kept in best/) and the final report. val_list / test_list: existing
+    # episode files (e.g. from `python -m mumae_jax.data.episodes`); empty = drawn from the class split with
+    # the seeds below and saved in the workdir. (Older name of this block: config.eval.)
+    c.evals = dict(episodes=dict(type="episodes", every_tasks=3200, val_episodes=1000, test_episodes=10000,
+                                 val_seed=1, test_seed=0, val_list="", test_list="", batch_episodes=8,
+                                 report_test_selection=False))
 
     # ---- data ----
     if arg.data == "synthetic":
@@ -117,9 +120,9 @@ def get_config(arg=None):
         c.lr = 0.05
         c.log_every_steps = 5
         c.checkpoint_every_steps = 20
-        c.eval.update(every_tasks=160, val_episodes=100, test_episodes=300, batch_episodes=16)
+        c.evals.episodes.update(every_tasks=160, val_episodes=100, test_episodes=300, batch_episodes=16)
         if arg.recipe == "measured":  # what learns within a CPU budget (module docstring, docs/transfer.md)
             c.episodes.update(protocol="trx", queries=1)  # one query per class: 5 per episode
             c.update(optimizer="adam", lr=1e-3, freeze=("mae", "video"), total_tasks=800)
-            c.eval.update(every_tasks=200, val_episodes=200)
+            c.evals.episodes.update(every_tasks=200, val_episodes=200)
     return c

@@ -74,8 +74,6 @@ def get_config(arg=None):
 
     # ---- logging and checkpoints ----
     c.log_every_steps = 50
-    c.pictures_every_steps = 0  # > 0: reconstruction pictures of a clip in <workdir>/pictures (needs the viz extra)
-    c.pictures_example = 0  # which clip of the data order the periodic pictures show (the same one each time)
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
     c.write_tensorboard = True
@@ -142,7 +140,8 @@ def get_config(arg=None):
     c.augment = dict(video_crop="none" if arg.data == "synthetic" else "multiscale", sensor_time_crop=1.0,
                      sensor_rotation_deg=0.0, rotate_sensors=("acc_phone", "acc_watch", "gyro"))
 
-    # ---- periodic evaluators (every_steps=0: off; when on, also at the last step) ----
+    # ---- periodic evaluators: config.evals.<name> = dict(type=..., every_steps=N, ...) ----
+    # (mumae_jax/evaluators/common.py; every_steps=0: off; when on, also at the last step)
     # fewshot: frozen-encoder few-shot probes on the current params (mumae_jax/evaluators/frozen.py) over a
     # fixed list of `num_episodes` 5-way 1-shot episodes of the `part` classes (drawn once, `seed`);
     # seq_len=0: the pretraining num_frames (must be a multiple of the tubelet's 2 frames).
@@ -150,9 +149,12 @@ def get_config(arg=None):
     # metrics fewshot/<probe>_* for 'all', fewshot/<group>/<probe>_* for the others. pooling: mean (official)
     # or modality; feature_depth: 0 = every block, k = the first k blocks; queries per episode (0: one per
     # class drawn from; protocol official or trx).
-    c.evals = dict(fewshot=dict(every_steps=0, part="validation", num_episodes=200, seed=0,
+    # pictures: reconstruction pictures of clip `example` of the data order (the same clip each time) in
+    # <workdir>/pictures (needs the viz extra; older name: pictures_every_steps)
+    c.evals = dict(fewshot=dict(type="fewshot", every_steps=0, part="validation", num_episodes=200, seed=0,
                                 probes=("prototype", "ridge"), seq_len=0, batch_size=32, modalities="all",
-                                pooling="mean", feature_depth=0, protocol="official", queries=0))
+                                pooling="mean", feature_depth=0, protocol="official", queries=0),
+                   pictures=dict(type="pictures", every_steps=0, example=0))
 
     if arg.runlocal:
         c.modality.video.num_frames = 8

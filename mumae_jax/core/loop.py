@@ -15,8 +15,8 @@ preemption, the non-finite stop, the periodic evaluators and the cleanup, so bot
 
 - log every `config.log_every_steps` and at the last step: means of the pending step metrics, steps/s and
   examples/s, after a non-finite check;
-- evaluators (`Evaluator`: `every` steps and at the last step; not once a stop was requested, so a preempted
-  run saves without delay);
+- evaluators (`Evaluator`: `every` steps and at the last step, a step that stops on SIGTERM included: the
+  resumed run starts after it and would not redo it; a stop therefore waits for the evaluation due at its step);
 - checkpoint every `config.checkpoint_every_steps`, at the last step and when stopping; a non-finite state is
   never saved (`check_finite`);
 - SIGTERM (`Preemption`): with several processes all of them stop at the same step.
@@ -239,10 +239,9 @@ class TrainLoop:
         last = step == self.total or self.stop.requested
         if step % self.log_every == 0 or last:
             self._log(step, state)
-        if not self.stop.requested:
-            for ev in self.evaluators:
-                if itstime(step, ev.every, self.total):
-                    self.record(step, {k: float(v) for k, v in ev.run(step, state).items()})
+        for ev in self.evaluators:  # also on a stop: a resumed run does not redo this step's evaluation
+            if itstime(step, ev.every, self.total):
+                self.record(step, {k: float(v) for k, v in ev.run(step, state).items()})
         stopping = self.stop.should_stop(step)  # read again: the signal may have come while logging or evaluating
         if last or stopping or step % self.save_every == 0:
             self.save(step, state)

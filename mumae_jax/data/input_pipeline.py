@@ -21,7 +21,6 @@ import numpy as np
 import tensorflow as tf
 
 from mumae_jax.data import sensor_ops, sensor_ops_tf, splits, synthetic, video_ops
-from mumae_jax.models import kinds
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,16 +91,6 @@ def repeated_sampling(data_cfg: Mapping) -> int:
     if k < 1:
         raise ValueError(f"data.repeated_sampling={k} must be >= 1")
     return k
-
-
-def num_examples(data_cfg: Mapping, sensors: Sequence[str] = synthetic.SENSORS) -> int:
-    """Examples per epoch of data_cfg['split']: clips x repeated_sampling (prepared MMAct: builds its
-    TFDS dataset on first use)."""
-    if _check_name(data_cfg) == "mmact":
-        from mumae_jax.data import mmact_input
-
-        return len(mmact_input.open_split(data_cfg, sensors)[0]) * repeated_sampling(data_cfg)
-    return len(make_dataset(data_cfg)[1]) * repeated_sampling(data_cfg)
 
 
 def make_dataset(data_cfg: Mapping) -> tuple[synthetic.SyntheticMMAct, list[synthetic.ClipRef]]:
@@ -190,18 +179,18 @@ def sensors_augmented(augment: Mapping) -> bool:
     return float(augment["sensor_time_crop"]) < 1.0 or float(augment["sensor_rotation_deg"]) > 0.0
 
 
-def input_geometry(specs) -> dict:
-    """The keyword arguments of `build_pretrain_input` that the modality specs fix (one video modality, sensors of
-    one length): num_frames, image_size, sensor_length, sensors."""
-    video = [s for s in specs if kinds.of(s).frames]
-    sensors = [s for s in specs if not kinds.of(s).frames]
-    if len(video) != 1:
-        raise ValueError("the pretraining input pipeline feeds exactly one video modality")
-    lengths = {s.input_shape[0] for s in sensors}
-    if len(lengths) > 1:
-        raise ValueError(f"all sensor modalities must have the same length, got {sorted(lengths)}")
-    return dict(num_frames=video[0].input_shape[0], image_size=video[0].input_shape[1],
-                sensor_length=lengths.pop() if lengths else 128, sensors=tuple(s.name for s in sensors))
+def check_batch_geometry(*, num_frames: int, frame_stride: int, image_size: int, sensor_length: int,
+                         global_batch_size: int, start_step: int, process_index: int, process_count: int) -> None:
+    """ValueError naming a bad batch/process split or clip geometry (both pretraining input builders)."""
+    if global_batch_size < 1 or process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"bad batch/process geometry: global_batch_size={global_batch_size}, "
+                         f"process_index={process_index}, process_count={process_count}")
+    if global_batch_size % process_count:
+        raise ValueError(f"global_batch_size={global_batch_size} is not divisible by "
+                         f"process_count={process_count}")
+    if num_frames < 1 or frame_stride < 1 or image_size < 8 or sensor_length < 1 or start_step < 0:
+        raise ValueError(f"bad input geometry: num_frames={num_frames}, frame_stride={frame_stride}, "
+                         f"image_size={image_size}, sensor_length={sensor_length}, start_step={start_step}")
 
 
 def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_size: int,
@@ -218,23 +207,13 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
     (`augment_options`; None: no augmentation beyond the random frame offset, as before; prepared MMAct
     always has the official multi-scale crop).
     """
-    if global_batch_size < 1 or process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(f"bad batch/process geometry: global_batch_size={global_batch_size}, "
-                         f"process_index={process_index}, process_count={process_count}")
-    if global_batch_size % process_count:
-        raise ValueError(f"global_batch_size={global_batch_size} is not divisible by "
-                         f"process_count={process_count}")
-    if num_frames < 1 or frame_stride < 1 or image_size < 8 or sensor_length < 1 or start_step < 0:
-        raise ValueError(f"bad input geometry: num_frames={num_frames}, frame_stride={frame_stride}, "
-                         f"image_size={image_size}, sensor_length={sensor_length}, start_step={start_step}")
+    check_batch_geometry(num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
+                         sensor_length=sensor_length, global_batch_size=global_batch_size, start_step=start_step,
+                         process_index=process_index, process_count=process_count)
+    if _check_name(data_cfg) != "synthetic":
+        raise ValueError(f"input_pipeline.build_pretrain_input reads the synthetic data; read {data_cfg['name']!r} "
+                         "through mumae_jax.data.sources.get_source(config.data).pretrain_input")
     sensors = tuple(sensors)
-    if _check_name(data_cfg) == "mmact":
-        from mumae_jax.data import mmact_input
-
-        return mmact_input.build_mmact_pretrain_input(
-            data_cfg, num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
-            sensor_length=sensor_length, sensors=sensors, global_batch_size=global_batch_size, seed=seed,
-            start_step=start_step, process_index=process_index, process_count=process_count, augment=augment)
     augment = augment_options(augment)
     bad = [s for s in sensors if s not in synthetic.SENSORS]
     if bad:

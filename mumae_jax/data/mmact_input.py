@@ -62,6 +62,10 @@ def build_mmact_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, 
     The video always gets the official multi-scale crop (augment.video_crop='none' is refused)."""
     from mumae_jax.data import input_pipeline  # shared index logic and iterator type
 
+    input_pipeline.check_batch_geometry(num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
+                                        sensor_length=sensor_length, global_batch_size=global_batch_size,
+                                        start_step=start_step, process_index=process_index,
+                                        process_count=process_count)
     augment = input_pipeline.augment_options({"video_crop": "multiscale"} if augment is None else augment)
     if augment["video_crop"] != "multiscale":
         raise ValueError("prepared MMAct's pretraining input always uses the official multi-scale crop: "

@@ -17,7 +17,7 @@ episodes processed in chunks so that raw pixels fit in memory. Accuracy ± 95 % 
         --part novel --num_episodes 2000 --queries 5 --protocol trx [--save_episodes novel2000.json]]
         [--modalities video,sensors,all] [--probes prototype,ridge] [--out anchors.json]
 
-The geometry defaults to the pretraining config's (as `frozen.default_geometry`), so an anchor row
+The geometry defaults to the pretraining config's (as `frozen_features.default_geometry`), so an anchor row
 and a frozen-encoder row of the same config and episode list are directly comparable.
 """
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from etils import epath
 
-from mumae_jax.evaluators import fewshot_probes, frozen
+from mumae_jax.data.sources import PART_SPLITS
+from mumae_jax.evaluators import fewshot_probes, frozen, frozen_features
 from mumae_jax.core.config_files import load_config_file, packaged, split_overrides
 from mumae_jax.data import episodes as E
 
@@ -99,9 +100,9 @@ def evaluate_anchors(pretrain_config, episode_list: Sequence[E.Episode], *, grou
     bad = [g for g in groups if g not in GROUPS]
     if bad or not groups:
         raise ValueError(f"anchor groups must be among {GROUPS}, got {list(groups)}")
-    geo = frozen.default_geometry(pretrain_config, **geometry)
+    geo = frozen_features.default_geometry(pretrain_config, **geometry)
     names = sorted({c for e in episode_list for c in (*e.support, *e.query)})
-    raw = raw_features(frozen._plain(pretrain_config.data), names, sensor_names(pretrain_config), geo,
+    raw = raw_features(frozen_features._plain(pretrain_config.data), names, sensor_names(pretrain_config), geo,
                        split=split, batch_size=batch_size)
     out: dict[str, Any] = {g: evaluate_features(group_features(raw, g), names, episode_list, probes=probes)
                            for g in groups}
@@ -125,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="pretraining config file[:args] whose data, modalities and geometry are used "
                         "(default: %(default)s)")
     p.add_argument("--episodes", default="", help="episode list file (otherwise drawn, see --part)")
-    p.add_argument("--part", default="novel", choices=tuple(frozen.PART_TO_TFDS_SPLIT),
+    p.add_argument("--part", default="novel", choices=tuple(PART_SPLITS),
                    help="classes of the drawn list (default: %(default)s)")
     p.add_argument("--num_episodes", type=int, default=2000, help="drawn episodes (default: %(default)s)")
     p.add_argument("--queries", type=int, default=5,
@@ -150,7 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = load_config_file(a.config, overrides)
     groups = [g for g in a.modalities.split(",") if g]
     probes = [p for p in a.probes.split(",") if p]
-    data_cfg = frozen._plain(config.data)
+    data_cfg = frozen_features._plain(config.data)
     if a.episodes:
         elist = E.load_episode_list(a.episodes)
     else:
@@ -159,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.save_episodes:
             E.save_episode_list(a.save_episodes, elist)
     res = evaluate_anchors(config, elist, groups=groups, probes=probes,
-                           split=frozen.PART_TO_TFDS_SPLIT[a.part], seq_len=a.seq_len,
+                           split=PART_SPLITS[a.part], seq_len=a.seq_len,
                            image_size=a.image_size)
     print(f"{a.config}: {len(elist)} episodes, {res['num_queries']} queries, {res['num_clips']} clips, "
           f"{res['seconds']:.0f} s")

@@ -4,17 +4,10 @@ clips of an episode list --(episode_input.build_clip_input: evaluation transform
 (eval mode, every token visible) --> features [n, D], extracted ONCE per unique clip --> gathered into
 support [E, S, D] / query [E, Q, D] --> `fewshot_probes.evaluate` (prototype, kNN, ridge, linear).
 
-Modality groups (`modality_groups`): several encoders can be evaluated on one list in one pass over the
-clips, each fed only its group's modalities: `all` (every modality of the pretraining model), `video`,
-`sensors`, a modality name, or names joined by `+` (`acc_watch+gyro`). They share the weights (of the
-checkpoint, or of ONE random init); only the fresh `fc_norm*` are per encoder. The feature itself:
-`pooling` ('mean': the official mean over all tokens, [n, D]; 'modality': one block per modality,
-[n, n_modalities·D]; 'tokens': each modality's token layout, [n, Σ tokens·D]) and `feature_depth` (0: every block; k: the output of the first k blocks), see
-`mae_features`.
-
-Geometry (`default_geometry`): seq_len frames (default: the pretraining num_frames; a multiple of the
-tubelet's time size), image_size (default: the pretraining size), resize_to (default:
-round(image_size · 256/224), the official 224 -> 256 ratio), sensor_length (default: the pretraining one).
+Features (`frozen_features.py`): modality groups (several encoders evaluated in one pass over the clips, each
+fed only its group's modalities: `all`, `video`, `sensors`, a name, or names joined by `+`), pooling ('mean':
+the official mean over all tokens; 'modality': one block per modality; 'tokens') and feature depth; the
+geometry defaults to the pretraining one.
 
 Episode lists: a saved file, or drawn by `draw_episode_list` (`queries` per episode: official = all
 from one class, trx = as many from every class) from a class split: `class_split_file` if given, else
@@ -24,217 +17,44 @@ meta_val / meta_train (built with the data config's class split: a clip that is 
 an error naming it; `split=` picks another).
 
 Also used during pretraining (`PeriodicEvaluator`, config.evals.fewshot) on the live parameters.
-Command line: `frozen_cli.py` (`python -m mumae_jax.evaluators.frozen ...` runs it).
+Command line (this module; one table, a row per modality group and a column per probe, accuracy ± 95% CI in %;
+`--out` writes the whole result as JSON; `--config` is loaded as main.py loads its config):
+
+  python -m mumae_jax.evaluators.frozen --pretrain_workdir W [--step N] [--random_init [--init_seed S]]
+      [--episodes F | --part novel --num_episodes 1000 --episode_seed 0 --way 5 --shot 1
+       --protocol official|trx --queries Q --class_split_file SPLIT.json]
+      [--modalities all,video,sensors,acc_watch+gyro] [--pooling mean|modality] [--feature_depth K]
+      [--probes prototype,ridge] [--out r.json]
+  python -m mumae_jax.evaluators.frozen --config configs/pretrain.py:runlocal [--config.x=y ...] --random_init
+      [--init_seed S] ...                     (an architecture with random weights, no workdir)
 """
+
 from __future__ import annotations
 
-import functools
+import argparse
+import json
 import time
 from typing import Any, Mapping, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import tqdm
+from etils import epath
 
 from mumae_jax.core import checkpointing, sharding
-from mumae_jax.evaluators import fewshot_probes
-from mumae_jax.weights import pretrained
+from mumae_jax.core.config_files import load_config_file, split_overrides
 from mumae_jax.data import episodes as E
-from mumae_jax.data import splits
-from mumae_jax.models import kinds, mae_features
+from mumae_jax.data import sources
+from mumae_jax.data.sources import PART_SPLITS
+from mumae_jax.evaluators import fewshot_probes, frozen_features
+from mumae_jax.evaluators.frozen_features import _plain
+from mumae_jax.models import mae_features
+from mumae_jax.weights import pretrained
 
-PART_TO_TFDS_SPLIT = {"novel": "meta_test", "validation": "meta_val", "base": "meta_train"}
 DEFAULT_PROBES = ("prototype", "knn", "ridge", "linear")
-
-
-def _plain(cfg) -> dict:
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Encoders
-# ----------------------------------------------------------------------------------------------------
-
-def default_geometry(pretrain_config, seq_len: int = 0, image_size: int = 0, resize_to: int = 0,
-                     sensor_length: int = 0) -> dict[str, int]:
-    """{seq_len, image_size, resize_to, sensor_length}; 0 = the default (module docstring)."""
-    mods = pretrain_config.modality
-    video = [mods[n] for n in pretrain_config.modalities if mods[n]["kind"] == "video"]
-    sensors = [mods[n] for n in pretrain_config.modalities if mods[n]["kind"] == "sensor"]
-    if len(video) != 1:
-        raise ValueError("frozen evaluation needs exactly one video modality in the pretraining model")
-    seq_len = int(seq_len or video[0]["num_frames"])
-    tube_t = int(video[0]["tubelet"][0])
-    if seq_len < 1 or seq_len % tube_t:
-        raise ValueError(f"seq_len={seq_len} must be a positive multiple of the tubelet time size {tube_t}")
-    image_size = int(image_size or video[0]["image_size"])
-    resize_to = int(resize_to or round(image_size * 256 / 224))
-    if resize_to < image_size:
-        raise ValueError(f"resize_to={resize_to} must be >= image_size={image_size}")
-    sensor_length = int(sensor_length or (sensors[0]["length"] if sensors else 128))
-    return dict(seq_len=seq_len, image_size=image_size, resize_to=resize_to, sensor_length=sensor_length)
-
-
-def modality_groups(pretrain_config, groups: str | Sequence[str] = "all") -> dict[str, tuple[str, ...]]:
-    """{group: its modality names, in the pretraining order} of a comma-separated string (or a list) of
-    groups (module docstring). Unknown names, empty or repeated groups are a ValueError naming them."""
-    names = tuple(pretrain_config.modalities)
-    kinds = {n: pretrain_config.modality[n]["kind"] for n in names}
-    words = {"all": names, "video": tuple(n for n in names if kinds[n] == "video"),
-             "sensors": tuple(n for n in names if kinds[n] == "sensor")}
-    listed = [g.strip() for g in (groups.split(",") if isinstance(groups, str) else groups)]
-    if not listed or not all(listed):
-        raise ValueError(f"empty modality group in {groups!r}")
-    out: dict[str, tuple[str, ...]] = {}
-    for g in listed:
-        if g in out:
-            raise ValueError(f"modality group {g!r} is listed twice")
-        picked = set()
-        for part in g.split("+"):
-            if part not in words and part not in names:
-                raise ValueError(f"modality group {g!r}: unknown modality {part!r}; the pretraining model has "
-                                 f"{', '.join(names)} (groups: all, video, sensors, or names joined by '+')")
-            picked.update(words.get(part, (part,)))
-        if not picked:
-            raise ValueError(f"modality group {g!r} selects no modality of the pretraining model ({', '.join(names)})")
-        out[g] = tuple(n for n in names if n in picked)
-    return out
-
-
-def make_encoder(pretrain_config, geometry: Mapping[str, int], normalize_video: bool = True, *,
-                 modalities: Optional[Sequence[str]] = None, pooling: str = "mean", feature_depth: int = 0
-                 ) -> mae_features.MAEFeatureEncoder:
-    """The frozen feature encoder (no drop path) of the pretraining model for `geometry`, fed `modalities`
-    (default: all)."""
-    return mae_features.from_pretrain_config(
-        pretrain_config, drop_path=0.0, normalize_video=normalize_video, num_frames=geometry["seq_len"],
-        image_size=geometry["image_size"], sensor_length=geometry["sensor_length"], modalities=modalities,
-        pooling=pooling, feature_depth=feature_depth)
-
-
-def init_params(encoder: mae_features.MAEFeatureEncoder, seed: int = 0):
-    """Randomly initialised encoder parameters (a baseline, or the tree `load_pretrained` fills)."""
-    dummy = {s.name: jnp.zeros((1, *s.input_shape), jnp.float32) for s in encoder.specs}
-    return jax.jit(lambda k: encoder.init(k, dummy, deterministic=True)["params"])(jax.random.key(seed))
-
-
-def group_encoders(pretrain_config, groups: str | Sequence[str], geometry: Mapping[str, int],
-                   source_params=None, *, seed: int = 0, normalize_video: bool = True, pooling: str = "mean",
-                   feature_depth: int = 0) -> dict[str, tuple[mae_features.MAEFeatureEncoder, Any]]:
-    """{group: (encoder fed only that group's modalities, params)} (`modality_groups`).
-
-    Weights come from `source_params` (a `MultimodalMAE` tree; strict `load_pretrained`), or, if None, from
-    ONE random init (`seed`) of the encoder of every modality, shared by all groups. fc_norm* start fresh.
-    """
-    kw = dict(normalize_video=normalize_video, feature_depth=feature_depth)
-    if source_params is None:
-        source_params = init_params(make_encoder(pretrain_config, geometry, **kw), seed)
-    out = {}
-    for g, mods in modality_groups(pretrain_config, groups).items():
-        encoder = make_encoder(pretrain_config, geometry, modalities=mods, pooling=pooling, **kw)
-        out[g] = (encoder, mae_features.load_pretrained(init_params(encoder, seed), source_params)[0])
-    return out
-
-
-def from_pretrain_config(pretrain_config, seed: int = 0, normalize_video: bool = True, *,
-                         modalities: Optional[Sequence[str]] = None, pooling: str = "mean", feature_depth: int = 0,
-                         **geometry):
-    """(encoder, random-init params) of a pretraining config, without a checkpoint (baseline).
-
-    `geometry`: seq_len, image_size, sensor_length as in `default_geometry` (resize_to is ignored).
-    """
-    encoder = make_encoder(pretrain_config, default_geometry(pretrain_config, **geometry), normalize_video,
-                           modalities=modalities, pooling=pooling, feature_depth=feature_depth)
-    return encoder, init_params(encoder, seed)
-
-
-def from_pretrain_run(workdir: str, step: Optional[int] = None, *, mesh=None, normalize_video: bool = True,
-                      modalities: Optional[Sequence[str]] = None, pooling: str = "mean", feature_depth: int = 0,
-                      **geometry):
-    """(encoder, params, step) from the latest (or given) checkpoint of a pretraining run.
-
-    Every encoder weight comes from the checkpoint (`load_pretrained`, strict) except the fresh fc_norm*.
-    `geometry` as in `from_pretrain_config`.
-    """
-    config, mae_params, step = pretrained.load_params(workdir, step, mesh)
-    encoder, params = from_pretrain_config(config, normalize_video=normalize_video, modalities=modalities,
-                                           pooling=pooling, feature_depth=feature_depth, **geometry)
-    params, _ = mae_features.load_pretrained(params, mae_params)
-    return encoder, params, step
-
-
-# ----------------------------------------------------------------------------------------------------
-# Features
-# ----------------------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=8)
-def _feature_fn(encoder, mesh):
-    """Jitted (params, inputs) -> features [B, D], replicated on every device."""
-    return jax.jit(lambda p, x: encoder.apply({"params": p}, x, deterministic=True),
-                   out_shardings=sharding.replicated(mesh))
-
-
-def extract_features(encoder, params, data_cfg, clip_names: Sequence[str], **kw) -> np.ndarray:
-    """Features float32 [len(clip_names), D] of the clips (`extract_group_features` of one encoder)."""
-    return extract_group_features({"": (encoder, params)}, data_cfg, clip_names, **kw)[""]
-
-
-def extract_group_features(models: Mapping[str, tuple], data_cfg, clip_names: Sequence[str], *, seq_len: int,
-                           image_size: int, resize_to: int, sensor_length: int, split: str = "meta_test",
-                           batch_size: int = 32, mesh=None, progress: bool = False) -> dict[str, np.ndarray]:
-    """{group: features float32 [len(clip_names), encoder.feature_dim]} for models {group: (encoder, params)}.
-
-    Each clip is read once (evaluation transform) and every encoder gets its own modalities of it (eval
-    mode). Batches of `batch_size` (divisible by the device count) are sharded over `mesh` (default: all).
-    """
-    from mumae_jax.data import episode_input  # TensorFlow is imported only here
-
-    mesh = sharding.make_mesh() if mesh is None else mesh
-    sharding.check_batch_size(batch_size, mesh, "the frozen evaluation's batch_size")
-    rep = sharding.replicated(mesh)
-    fns = {g: (enc, _feature_fn(enc, mesh), jax.device_put(p, rep)) for g, (enc, p) in models.items()}
-    sensors = tuple(dict.fromkeys(s.name for enc, _ in models.values() for s in enc.specs if not kinds.of(s).frames))
-    it = episode_input.build_clip_input(data_cfg, clip_names, sensors=sensors, seq_len=seq_len,
-                                        image_size=image_size, resize_to=resize_to, sensor_length=sensor_length,
-                                        split=split, batch_size=batch_size)
-    n, procs, rank = len(clip_names), jax.process_count(), jax.process_index()
-    share = batch_size // procs
-    out = {g: np.zeros((n, enc.feature_dim), np.float32) for g, (enc, _, _) in fns.items()}
-    try:
-        for b in tqdm.tqdm(it, total=-(-n // batch_size), desc="features", unit="batch", disable=not progress):
-            valid = b["index"] >= 0
-            for g, (enc, fn, params) in fns.items():
-                local = {s.name: b["video" if kinds.of(s).frames else s.name][rank * share:(rank + 1) * share]
-                         for s in enc.specs}
-                out[g][b["index"][valid]] = np.asarray(fn(params, sharding.to_global(local, mesh)), np.float32)[valid]
-    finally:
-        it.close()
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------
 # Episodes
 # ----------------------------------------------------------------------------------------------------
-
-def class_split(data_cfg, num_val: int = 5, val_seed: int = 0, class_split_file: str = "") -> splits.ClassSplit:
-    """`class_split_file` if given, else the data config's `class_split_file`, else Mu-MAE split 3 with
-    `num_val` validation classes."""
-    f = class_split_file or _plain(data_cfg).get("class_split_file") or ""
-    return splits.resolve_class_split(f, num_val, val_seed)
-
-
-def records(data_cfg) -> list:
-    """Every clip record of the dataset (synthetic: all classes; MMAct: the kept prepared clips)."""
-    cfg = _plain(data_cfg)
-    if cfg["name"] == "synthetic":
-        from mumae_jax.data import input_pipeline
-
-        return input_pipeline.make_dataset({**cfg, "split": "all"})[1]
-    from mumae_jax.data import mmact_tfds
-
-    return mmact_tfds.kept_records(cfg["dir"])
-
 
 def list_queries(protocol: str, way: int, queries: int) -> int:
     """The `queries` of `episodes.make_episode_list` (official: per episode; trx: per class) that gives
@@ -248,10 +68,11 @@ def list_queries(protocol: str, way: int, queries: int) -> int:
 def draw_episode_list(data_cfg, *, part: str = "novel", way: int = 5, shot: int = 1, protocol: str = "official",
                       queries: int = 0, num_episodes: int = 1000, seed: int = 0, num_val: int = 5,
                       val_seed: int = 0, class_split_file: str = "") -> E.EpisodeList:
-    """A deterministic list of episodes over the `part` classes of the class split (`class_split`), with
+    """A deterministic list of episodes over the `part` classes of the class split (`DataSource.class_split`), with
     `queries` queries per episode (`list_queries`)."""
-    cs = class_split(data_cfg, num_val, val_seed, class_split_file)
-    return E.make_episode_list(records(data_cfg), cs, part=part, way=way, shot=shot, protocol=protocol,
+    source = sources.get_source(data_cfg)
+    cs = source.class_split(num_val, val_seed, class_split_file)
+    return E.make_episode_list(source.records(), cs, part=part, way=way, shot=shot, protocol=protocol,
                                queries=list_queries(protocol, way, queries), num_episodes=num_episodes, seed=seed)
 
 
@@ -270,7 +91,7 @@ def evaluate_groups(models: Mapping[str, tuple], data_cfg, episode_list: Sequenc
     if len({(len(e.classes), len(e.support), len(e.query)) for e in episode_list}) != 1:
         raise ValueError("all episodes of a list must have the same way, shot and query count")
     names = sorted({c for e in episode_list for c in (*e.support, *e.query)})
-    feats = extract_group_features(models, data_cfg, names, **feature_kw)
+    feats = frozen_features.extract_group_features(models, data_cfg, names, **feature_kw)
     groups = {g: fewshot_probes.evaluate_on_episodes(f, names, episode_list, probes=tuple(probes),
                                                      **dict(probe_options or {}))
               for g, f in feats.items()}
@@ -295,27 +116,30 @@ def probe_results(results: Mapping[str, Any]) -> dict[str, dict]:
 # ----------------------------------------------------------------------------------------------------
 
 class PeriodicEvaluator:
-    """Few-shot probes on the live pretraining parameters (config.evals.fewshot).
+    """Few-shot probes on the live pretraining parameters (config.evals.<name>, type 'fewshot').
 
     The encoders (one per entry of `modalities`, default 'all'; `pooling`, `feature_depth`), their fc_norm
     init and the episode list (`part`, `num_episodes`, `way`, `shot`, `protocol`, `queries` per episode,
     `seed`) are built once; each call copies the current `MultimodalMAE` parameters in (`load_pretrained`) and returns
-    {"fewshot/<probe>_accuracy", "_ci95"} for group 'all' and "fewshot/<group>/<probe>_..." for others.
+    {"<name>/<probe>_accuracy", "_ci95"} for group 'all' and "<name>/<group>/<probe>_..." for others
+    (<name>: `prefix`, the evaluator's name; 'fewshot' in the configs).
     """
 
-    def __init__(self, pretrain_config, eval_cfg, mesh=None):
+    def __init__(self, pretrain_config, eval_cfg, mesh=None, prefix: str = "fewshot"):
         self.cfg = cfg = dict(eval_cfg)
+        self.prefix = prefix
         self.mesh = sharding.make_mesh() if mesh is None else mesh
-        self.geometry = default_geometry(pretrain_config, seq_len=int(cfg.get("seq_len", 0)),
+        self.geometry = frozen_features.default_geometry(pretrain_config, seq_len=int(cfg.get("seq_len", 0)),
                                          image_size=int(cfg.get("image_size", 0)),
                                          resize_to=int(cfg.get("resize_to", 0)))
-        groups = modality_groups(pretrain_config, cfg.get("modalities", "all"))
+        groups = frozen_features.modality_groups(pretrain_config, cfg.get("modalities", "all"))
         kw = dict(pooling=cfg.get("pooling", "mean"), feature_depth=int(cfg.get("feature_depth", 0)))
-        self.encoders = {g: make_encoder(pretrain_config, self.geometry, modalities=m, **kw) for g, m in groups.items()}
-        self.init = {g: init_params(e, int(cfg.get("seed", 0))) for g, e in self.encoders.items()}
+        self.encoders = {g: frozen_features.make_encoder(pretrain_config, self.geometry, modalities=m, **kw)
+                         for g, m in groups.items()}
+        self.init = {g: frozen_features.init_params(e, int(cfg.get("seed", 0))) for g, e in self.encoders.items()}
         part = cfg.get("part", "validation")
         self.data_cfg = _plain(pretrain_config.data)
-        self.split = PART_TO_TFDS_SPLIT[part]
+        self.split = PART_SPLITS[part]
         self.episodes = draw_episode_list(self.data_cfg, part=part, way=int(cfg.get("way", 5)),
                                           shot=int(cfg.get("shot", 1)), protocol=cfg.get("protocol", "official"),
                                           queries=int(cfg.get("queries", 0)),
@@ -328,11 +152,23 @@ class PeriodicEvaluator:
                               batch_size=int(self.cfg.get("batch_size", 32)), mesh=self.mesh, **self.geometry)
         out = {}
         for g, r in res["groups"].items():
-            prefix = "fewshot/" if g == "all" else f"fewshot/{g}/"
+            prefix = f"{self.prefix}/" if g == "all" else f"{self.prefix}/{g}/"
             for p in self.probes:
                 out[f"{prefix}{p}_accuracy"] = r[p]["accuracy"]
                 out[f"{prefix}{p}_ci95"] = r[p]["ci95"]
         return out
+
+
+def make_evaluator(name: str, settings, stage) -> Optional[Any]:
+    """The `fewshot` evaluator type (`evaluators/common.py`) of the pretraining stage: `PeriodicEvaluator` every
+    `settings.every_steps` steps; stage: config (the pretraining config), mesh."""
+    every = int(settings.get("every_steps", 0))
+    if every <= 0:
+        return None
+    from mumae_jax.core import loop
+
+    probes = PeriodicEvaluator(stage["config"], settings, stage["mesh"], prefix=name)  # episode list drawn once
+    return loop.FunctionEvaluator(name, every, lambda step, state: probes(state["params"]))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -376,10 +212,11 @@ def evaluate_run(pretrain_workdir: str = "", *, config=None, step: Optional[int]
         config = pretrained.load_config(pretrain_workdir)
     elif config is None:
         config, source, step = pretrained.load_params(pretrain_workdir, step)
-    geometry = default_geometry(config, seq_len=seq_len, image_size=image_size, resize_to=resize_to,
-                                sensor_length=sensor_length)
-    models = group_encoders(config, modalities, geometry, source, seed=init_seed, normalize_video=normalize_video,
-                            pooling=pooling, feature_depth=feature_depth)
+    geometry = frozen_features.default_geometry(config, seq_len=seq_len, image_size=image_size,
+                                                resize_to=resize_to, sensor_length=sensor_length)
+    models = frozen_features.group_encoders(config, modalities, geometry, source, seed=init_seed,
+                                            normalize_video=normalize_video, pooling=pooling,
+                                            feature_depth=feature_depth)
     data_cfg = _plain(config.data)
     if episodes:
         elist, drawn = E.load_episode_list(episodes), checkpointing.absolute(episodes)
@@ -389,7 +226,7 @@ def evaluate_run(pretrain_workdir: str = "", *, config=None, step: Optional[int]
                                   class_split_file=class_split_file)
         drawn = dict(part=part, num_episodes=num_episodes, seed=episode_seed, way=way, shot=shot, protocol=protocol,
                      queries=queries, class_split_file=class_split_file and checkpointing.absolute(class_split_file))
-    res = evaluate_groups(models, data_cfg, elist, probes=tuple(probes), split=split or PART_TO_TFDS_SPLIT[part],
+    res = evaluate_groups(models, data_cfg, elist, probes=tuple(probes), split=split or PART_SPLITS[part],
                           batch_size=batch_size, progress=progress, **geometry)
     single = next(iter(res["groups"].values())) if len(res["groups"]) == 1 else {}
     return {"pretrain_workdir": checkpointing.absolute(pretrain_workdir) if pretrain_workdir else None,
@@ -399,7 +236,96 @@ def evaluate_run(pretrain_workdir: str = "", *, config=None, step: Optional[int]
             "modalities": {g: [s.name for s in e.specs] for g, (e, _) in models.items()}, **single, **res}
 
 
-if __name__ == "__main__":  # the command line is frozen_cli.py
-    from mumae_jax.evaluators import frozen_cli
+# ----------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------
 
-    raise SystemExit(frozen_cli.main())
+def format_table(result: Mapping[str, Any]) -> str:
+    """One row per modality group, one column per probe ('accuracy ± ci95' in %), then its modalities."""
+    groups = result["groups"]
+    probes = list(next(iter(groups.values())))
+    rows = [["group", *probes, "modalities"]]
+    rows += [[g, *(f"{r[p]['accuracy']:.2f} ± {r[p]['ci95']:.2f}" for p in probes),
+              "+".join(result["modalities"][g])] for g, r in groups.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i in (0, len(widths) - 1) else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mumae_jax.evaluators.frozen", description=__doc__.split("\n")[0],
+                                epilog="--config.x=y overrides of --config are accepted as by main.py.")
+    a = p.add_argument
+    a("--pretrain_workdir", default="", help="pretraining run (config.json + checkpoints/) to evaluate")
+    a("--config", default="", help="pretraining config file path[:arg] (e.g. configs/pretrain.py:runlocal) "
+      "instead of a run: needs --random_init")
+    a("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    a("--random_init", action="store_true", help="baseline: random encoder weights, no checkpoint")
+    a("--init_seed", type=int, default=0, help="seed of the random init (--random_init)")
+    a("--episodes", default="", help="episode list file (otherwise drawn, see --part)")
+    a("--part", default="novel", choices=tuple(PART_SPLITS), help="classes of a drawn list")
+    a("--num_episodes", type=int, default=1000, help="episodes of a drawn list")
+    a("--episode_seed", type=int, default=0, help="seed of a drawn list")
+    a("--way", type=int, default=5, help="classes per episode")
+    a("--shot", type=int, default=1, help="support clips per class")
+    a("--protocol", default="official", choices=E.PROTOCOLS,
+      help="official: the queries come from one class of the episode; trx: from every class")
+    a("--queries", type=int, default=0, help="queries per episode of a drawn list (trx: a multiple of --way, "
+      "spread evenly over the classes); 0: 1 (official) or one per class (trx)")
+    a("--num_val", type=int, default=5, help="validation classes of split 3 (no class split file)")
+    a("--val_seed", type=int, default=0, help="seed choosing the validation classes of split 3")
+    a("--class_split_file", default="", help="class split JSON (splits.ClassSplit) for a drawn list, instead "
+      "of the data config's")
+    a("--split", default="", help="TFDS split holding the clips (MMAct; default: from --part)")
+    a("--probes", default=",".join(DEFAULT_PROBES), help="comma-separated probes")
+    a("--modalities", default="all", help="comma-separated modality groups, one result each (default all): all, video, "
+      "sensors, a modality name, or names joined by '+' (e.g. acc_watch+gyro)")
+    a("--pooling", default="mean", choices=mae_features.POOLINGS,
+      help="mean: over all tokens (official); modality: one normalised block per modality, concatenated")
+    a("--feature_depth", type=int, default=0, help="0: every encoder block; k: the tokens after the first k blocks")
+    a("--seq_len", type=int, default=0, help="0: the pretraining num_frames")
+    a("--image_size", type=int, default=0, help="0: the pretraining video size")
+    a("--resize_to", type=int, default=0, help="0: round(image_size*256/224)")
+    a("--sensor_length", type=int, default=0, help="0: the pretraining sensor length")
+    a("--no_normalize_video", action="store_true", help="feed [0, 1] frames (official one-shot)")
+    a("--batch_size", type=int, default=32, help="clips per feature batch (a multiple of the device count)")
+    a("--out", default="", help="write the results (every group) as JSON here")
+    a("--progress", action="store_true", help="show a progress bar")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = _parser()
+    a, overrides = split_overrides(p, argv)
+    if bool(a.pretrain_workdir) == bool(a.config):
+        p.error("give exactly one of --pretrain_workdir (a run) and --config (random weights, with --random_init)")
+    if overrides and not a.config:
+        p.error(f"{overrides[0]} overrides --config, which is not given")
+    if a.config and not a.random_init:
+        p.error("--config gives no weights: add --random_init (or evaluate a run with --pretrain_workdir)")
+    config = load_config_file(a.config, overrides) if a.config else None
+    out = evaluate_run(
+        a.pretrain_workdir, config=config, step=a.step, random_init=a.random_init, init_seed=a.init_seed,
+        episodes=a.episodes, part=a.part, num_episodes=a.num_episodes, episode_seed=a.episode_seed, way=a.way,
+        shot=a.shot, protocol=a.protocol, queries=a.queries, num_val=a.num_val, val_seed=a.val_seed,
+        class_split_file=a.class_split_file, split=a.split, probes=[q for q in a.probes.split(",") if q],
+        modalities=a.modalities, pooling=a.pooling, feature_depth=a.feature_depth, seq_len=a.seq_len,
+        image_size=a.image_size, resize_to=a.resize_to, sensor_length=a.sensor_length,
+        normalize_video=not a.no_normalize_video, batch_size=a.batch_size, progress=a.progress)
+    if a.config:
+        out = {"config": a.config, "config_overrides": overrides, **out}
+    if jax.process_index() == 0:
+        what = f"random init, seed {a.init_seed}" if a.random_init else f"checkpoint step {out['step']}"
+        print(f"{a.pretrain_workdir or a.config} ({what}); pooling {a.pooling}, feature depth "
+              f"{a.feature_depth or 'all'}; {out['num_episodes']} episodes, {out['num_queries']} queries, "
+              f"{out['num_clips']} clips, {out['seconds']:.1f} s")
+        print(format_table(out))
+        if a.out:
+            epath.Path(a.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,14 +14,21 @@ from etils import epath
 
 from mumae_jax.core import checkpointing, loop, sharding
 from mumae_jax.data import episodes as E
+from mumae_jax.data import sources
 from mumae_jax.evaluators import episode_accuracy
 from mumae_jax.models.oneshot import MuMAEOneShot
 from mumae_jax.steps import episodic_step
 
 log = logging.getLogger(__name__)
 
-TFDS_SPLITS = {"base": "meta_train", "validation": "meta_val", "novel": "meta_test"}
 PARTS = {"val": "validation", "test": "novel"}
+
+
+def geometry(config) -> sources.ClipGeometry:
+    """What an episode clip becomes (`config.episodes`: seq_len frames, image_size, resize_to, sensor_length)."""
+    ep = config.episodes
+    return sources.ClipGeometry(num_frames=ep.seq_len, image_size=ep.image_size, sensor_length=ep.sensor_length,
+                                sensors=tuple(config.sensors), resize_to=ep.resize_to)
 
 
 def draw(config, recs, cs, part: str, num: int, seed: int) -> E.EpisodeList:
@@ -36,7 +43,7 @@ def eval_list(config, recs, cs, workdir: str, which: str) -> Optional[E.EpisodeL
     """The fixed `which` ('val' | 'test') list: a given file, else drawn (and checked against the one a
     resumed run saved). Writes nothing: `save_eval_list` saves a drawn list once the run is set up."""
     part = PARTS[which]
-    given = config.eval.get(f"{which}_list", "")
+    given = config.evals.episodes.get(f"{which}_list", "")
     if given:
         lst = E.load_episode_list(given)
         E.verify_episode_list(lst, recs)
@@ -44,7 +51,8 @@ def eval_list(config, recs, cs, workdir: str, which: str) -> Optional[E.EpisodeL
     if not getattr(cs, part):
         return None
     path = epath.Path(workdir) / f"episodes_{which}.json"
-    lst = draw(config, recs, cs, part, config.eval[f"{which}_episodes"], config.eval[f"{which}_seed"])
+    settings = config.evals.episodes
+    lst = draw(config, recs, cs, part, settings[f"{which}_episodes"], settings[f"{which}_seed"])
     if path.exists():
         saved = E.load_episode_list(path)
         if list(saved) != list(lst):
@@ -56,7 +64,7 @@ def eval_list(config, recs, cs, workdir: str, which: str) -> Optional[E.EpisodeL
 def save_eval_list(config, workdir: str, which: str, lst: Optional[E.EpisodeList]) -> None:
     """Saves a drawn `which` list as workdir/episodes_{which}.json (process 0, once)."""
     path = epath.Path(workdir) / f"episodes_{which}.json"
-    if lst is not None and not config.eval.get(f"{which}_list", "") and not path.exists() \
+    if lst is not None and not config.evals.episodes.get(f"{which}_list", "") and not path.exists() \
             and jax.process_index() == 0:
         E.save_episode_list(path, lst)
 
@@ -65,10 +73,8 @@ def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh) -> Callable:
     """evaluate(state, episode_list, part, progress=False) -> {'accuracy', 'ci95', 'num_queries', 'hits'}:
     every distinct clip of the list encoded once (evaluation transform), then the episode head per episode
     (`episode_accuracy.evaluate_by_clips`; the same predictions as running the model episode by episode)."""
-    from mumae_jax.data import episode_input
-
     encode_step, head_step = episodic_step.make_clip_eval_steps(model, mesh, state_sh)
-    ep, be = config.episodes, int(config.eval.batch_episodes)
+    source, geo, be = sources.get_source(config.data), geometry(config), int(config.evals.episodes.batch_episodes)
     rank, procs = jax.process_index(), jax.process_count()
 
     def local(batch):  # this process's share of a batch every process holds whole
@@ -77,9 +83,7 @@ def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh) -> Callable:
 
     def evaluate(state, lst, part: str, progress: bool = False):
         names = sorted({c for e in lst for c in (*e.support, *e.query)})
-        it = episode_input.build_clip_input(config.data, names, sensors=tuple(config.sensors), seq_len=ep.seq_len,
-                                            image_size=ep.image_size, resize_to=ep.resize_to,
-                                            sensor_length=ep.sensor_length, split=TFDS_SPLITS[part], batch_size=be)
+        it = source.clip_input(names, geo, part=part, batch_size=be)
         try:
             encoded = episode_accuracy.encode_clips(
                 lambda b: jax.device_get(encode_step(state, sharding.to_global(b, mesh))), it, len(names),
@@ -92,18 +96,25 @@ def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh) -> Callable:
     return evaluate
 
 
+def make_evaluator(name: str, settings, stage) -> "EpisodeEvaluator":
+    """The `episodes` evaluator type (`evaluators/common.py`) of the one-shot stage, every `settings.every_tasks`
+    tasks. stage: config, mesh, workdir, model, state_sh, val_list, test_list, tasks_per_step, start, history,
+    progress."""
+    evaluate = clip_evaluator(stage["config"], stage["model"], stage["mesh"], stage["state_sh"])
+    return EpisodeEvaluator(settings, evaluate, stage["workdir"], stage["val_list"], stage["test_list"],
+                            stage["tasks_per_step"], stage["start"], stage["history"], stage["progress"], name)
+
+
 class EpisodeEvaluator:
     """The episodic trainer's periodic evaluator (`loop.Evaluator`): accuracy on the fixed validation list
-    (a strictly better one saves the state in `best/`) and, with `config.eval.report_test_selection`, on the
+    (a strictly better one saves the state in `best/`) and, with `settings.report_test_selection`, on the
     test list. `history`: the records already logged (a resumed run), for the best validation accuracy so far.
     """
 
-    name = "episodes"
-
-    def __init__(self, config, evaluate: Callable, workdir: str, val_list, test_list, tasks_per_step: int,
-                 start: int, history, progress: bool):
-        self.every = max(1, round(config.eval.every_tasks / tasks_per_step))
-        self.config, self.evaluate, self.progress, self.t = config, evaluate, progress, tasks_per_step
+    def __init__(self, settings, evaluate: Callable, workdir: str, val_list, test_list, tasks_per_step: int,
+                 start: int, history, progress: bool, name: str = "episodes"):
+        self.name, self.every = name, max(1, round(settings.every_tasks / tasks_per_step))
+        self.settings, self.evaluate, self.progress, self.t = settings, evaluate, progress, tasks_per_step
         self.val_list, self.test_list = val_list, test_list
         self.best_ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
         for b in self.best_ckpt.all_steps():
@@ -119,7 +130,7 @@ class EpisodeEvaluator:
             if v["accuracy"] > self.best:
                 self.best = v["accuracy"]
                 self.best_ckpt.save(step, state, {"step": step, "val_accuracy": self.best})
-        if self.config.eval.report_test_selection:
+        if self.settings.report_test_selection:
             r = self.evaluate(state, self.test_list, "novel", progress=self.progress)
             rec.update(test_accuracy=r["accuracy"], test_ci95=r["ci95"])
         log.info("evaluation at step %d: %s", step, rec)
@@ -145,7 +156,7 @@ class EpisodeEvaluator:
             val_rec = {"step": best_step, "accuracy": chosen["accuracy"], "ci95": chosen["ci95"],
                        "num_queries": chosen["num_queries"], "val_accuracy": val_acc}
         evals = [h for h in history if "val_accuracy" in h or "test_accuracy" in h]
-        report = episode_accuracy.selection_report(evals, final_rec, val_rec, self.config.eval.report_test_selection)
+        report = episode_accuracy.selection_report(evals, final_rec, val_rec, self.settings.report_test_selection)
         loop.write_json(workdir, "report.json", report)
         if jax.process_index() == 0:
             (epath.Path(workdir) / "report.txt").write_text(episode_accuracy.format_report(report) + "\n",

@@ -6,9 +6,9 @@ sensor streams with their masked samples shaded (PNG).
 draws clip `--example` of the run's pretraining data (its config.json), masks it with `--seed` and writes
 `<out>/example<k>_step<N>_video.png`, `..._video.gif` and `..._sensors.png` (out: RUN/pictures). Masked
 tubes and samples are reconstructed from the predictions *un-normalised with the original patch's own
-mean and std* (reconstruction.py); the pictures say so. During pretraining, `config.pictures_every_steps`
-> 0 writes the same pictures of one clip (`config.pictures_example`, default 0) every N steps
-(`PicturesEvaluator`; process 0 writes).
+mean and std* (reconstruction.py); the pictures say so.
+During pretraining, `config.evals.pictures` (type 'pictures', every_steps > 0) writes the same pictures of one
+clip (`example`, default 0) every N steps (`PicturesEvaluator`; process 0 writes).
 Needs Pillow and matplotlib (the `viz` extra).
 """
 from __future__ import annotations
@@ -175,12 +175,11 @@ def full_decoding(config):
 def load_clip(config, specs: Sequence, example: int) -> dict:
     """Clip `example` of a pretraining config's data order (its augmentation included) as a batch of one:
     {modality: [1, ...]} numpy arrays."""
-    from mumae_jax.data import input_pipeline
+    from mumae_jax.data import sources
 
-    batches, _ = input_pipeline.build_pretrain_input(
-        config.data, frame_stride=config.input.frame_stride, global_batch_size=1, seed=config.seed,
-        process_index=0, process_count=1, start_step=example, augment=config.get("augment"),
-        **input_pipeline.input_geometry(specs))
+    geometry = sources.ClipGeometry.from_specs(specs, config.input.frame_stride)
+    batches, _ = sources.get_source(config.data).pretrain_input(geometry, global_batch_size=1, seed=config.seed,
+                                                               start_step=example, augment=config.get("augment"))
     try:
         batch = next(batches)
     finally:
@@ -208,15 +207,21 @@ def predict_clip(workdir: str, step: int = -1, example: int = 0, seed: int = 0):
     return model.specs, inputs, masks, preds, step
 
 
+def make_evaluator(name: str, settings, stage):
+    """The `pictures` evaluator type (`evaluators/common.py`) of the pretraining stage: every
+    `settings.every_steps` steps, clip `settings.example`; stage: config, mesh, workdir."""
+    if int(settings.get("every_steps", 0)) <= 0:
+        return None
+    return PicturesEvaluator(stage["config"], stage["mesh"], stage["workdir"], int(settings.every_steps),
+                             int(settings.get("example", 0)), name)
+
+
 class PicturesEvaluator:
-    """Periodic reconstruction pictures during pretraining (`config.pictures_every_steps`): the same clip every
-    time (clip `config.pictures_example`, default 0, of the run's pretraining data, masked with
-    key(config.seed)), so the pictures show the model's progress on one example. Every process predicts (the
-    parameters are global arrays); process 0 writes `<workdir>/pictures/step<N>_*`."""
+    """Periodic reconstruction pictures during pretraining: the same clip every time (clip `example` of the run's
+    pretraining data, masked with key(config.seed)), so the pictures show the model's progress on one example.
+    Every process predicts (the parameters are global arrays); process 0 writes `<workdir>/pictures/step<N>_*`."""
 
-    name = "pictures"
-
-    def __init__(self, config, mesh, workdir: str):
+    def __init__(self, config, mesh, workdir: str, every: int, example: int = 0, name: str = "pictures"):
         import jax
 
         from mumae_jax.core import sharding
@@ -226,10 +231,9 @@ class PicturesEvaluator:
             import matplotlib  # noqa: F401
             import PIL  # noqa: F401
         except ImportError as e:
-            raise ImportError(f"config.pictures_every_steps > 0 needs matplotlib and Pillow (pip install "
+            raise ImportError(f"config.evals.{name} (pictures) needs matplotlib and Pillow (pip install "
                               f"'mumae_jax[viz]'): {e}") from e
-        self.every, self.workdir = int(config.get("pictures_every_steps", 0)), workdir
-        self.example = int(config.get("pictures_example", 0))
+        self.name, self.every, self.example, self.workdir = name, every, example, workdir
         model = mae.from_config(full_decoding(config))
         self.specs = model.specs
         rep = sharding.replicated(mesh)

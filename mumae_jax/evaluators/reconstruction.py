@@ -1,9 +1,9 @@
 """What the MAE reconstructs, back in the input's own units (numpy; for pictures and inspection).
 
-The decoders predict *normalised* targets (objectives/mae_loss.py, models/kinds/: each video tube per colour channel, each sensor
-token over its values). A prediction has no scale of its own, so it is un-normalised with the mean and
-standard deviation of the *original* clip's own masked patch: the pictures show the predicted structure
-at the true patch brightness and contrast, which is how MAE papers draw them, and are labelled as such.
+The decoders predict *normalised* targets (objectives/mae_loss.py, models/kinds/: each video tube per colour
+channel, each sensor token over its values). A prediction has no scale of its own, so it is un-normalised with
+the mean and standard deviation of the *original* clip's own masked patch: the pictures show the predicted
+structure at the true patch brightness and contrast, which is how MAE papers draw them, and are labelled as such.
 
 For one example and one modality (`spec`), `reconstruct` returns
   original        video [T, H, W, C] pixels (ImageNet normalisation undone), sensor [L, C] input values

@@ -198,7 +198,7 @@ SCENARIOS = {
     "term_in_evaluation": _injected("SIGTERM during evaluation (step 20)", "term_in_evaluation@2", _EXPECT_TERM,
                                     sets=_EVAL, term=True),
     "term_in_pictures": _injected("SIGTERM during pictures (step 20)", "term_in_pictures@2", _EXPECT_TERM,
-                                  sets=("pictures_every_steps=10",), term=True),
+                                  sets=("evals.pictures.every_steps=10",), term=True),
     "checkpoint_truncated": damaged_checkpoint("truncated"),
     "checkpoint_missing_files": damaged_checkpoint("missing"),
     "nonfinite_loss": nonfinite_loss,

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 from etils import epath
 
 from mumae_jax.core import checkpointing, loop, sharding
-from mumae_jax.data import splits
-from mumae_jax.evaluators import frozen, oneshot_episodes
-from mumae_jax.evaluators.oneshot_episodes import TFDS_SPLITS
+from mumae_jax.data import sources
+from mumae_jax.evaluators import common, oneshot_episodes
 from mumae_jax.models import kinds, mae_features, timesformer, variants
 from mumae_jax.models.oneshot import MuMAEOneShot
 from mumae_jax.steps import episodic_step
@@ -81,36 +80,24 @@ def pretrained_params(config, params, pretrain_params) -> tuple[dict, dict]:
     return params, report
 
 
-def class_split(config) -> splits.ClassSplit:
-    return frozen.class_split(config.data, config.class_split.num_val, config.class_split.seed)
-
-
-def records(config) -> list:
-    return frozen.records(config.data)
-
-
-def _episode_iter(config, lst, part: str, train_mode: bool, start: int = 0, repeat: bool = True):
-    from mumae_jax.data import episode_input
-
-    ep = config.episodes
-    return episode_input.build_episode_input(
-        config.data, lst, sensors=tuple(config.sensors), train=train_mode, seed=config.seed, seq_len=ep.seq_len,
-        image_size=ep.image_size, resize_to=ep.resize_to, sensor_length=ep.sensor_length,
-        split=TFDS_SPLITS[part], start=start, repeat=repeat)
+def _episode_iter(config, lst, part: str, train: bool, start: int = 0, repeat: bool = True):
+    return sources.get_source(config.data).episode_input(lst, oneshot_episodes.geometry(config), part=part,
+                                                         train=train, seed=config.seed, start=start, repeat=repeat)
 
 
 def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     """Model, episode lists, optimizer and abstract state shared by training and evaluation."""
     t = int(config.tasks_per_batch)
     sharding.check_batch_size(t, mesh, "config.tasks_per_batch")
-    sharding.check_batch_size(int(config.eval.batch_episodes), mesh, "config.eval.batch_episodes")
+    sharding.check_batch_size(int(config.evals.episodes.batch_episodes), mesh, "config.evals.episodes.batch_episodes")
     loop.check_positive(config, ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"))
     if config.lr <= 0 or config.total_tasks < t:
         raise ValueError(f"need lr > 0 and total_tasks >= tasks_per_batch; got lr={config.lr}, "
                          f"total_tasks={config.total_tasks}, tasks_per_batch={t}")
     model = build_model(config, pretrain_config(config))
     total = math.ceil(config.total_tasks / t)
-    cs, recs = class_split(config), records(config)
+    source = sources.get_source(config.data)
+    cs, recs = source.class_split(config.class_split.num_val, config.class_split.seed), source.records()
     test_list = oneshot_episodes.eval_list(config, recs, cs, workdir, "test")
     ep = config.episodes
     episode = episodic_step.dummy_episode(model, len(test_list[0].support), len(test_list[0].query), ep.seq_len,
@@ -188,7 +175,7 @@ def predict_episode(config, workdir: str, index: int = 0, which: str = "test", s
         it.close()
     if int(episode["episode"]) != index:
         raise RuntimeError(f"the episode input returned episode {int(episode['episode'])}, not {index}")
-    n = int(config.eval.batch_episodes)  # the eval step's sharded batch: the episode, repeated
+    n = int(config.evals.episodes.batch_episodes)  # the eval step's sharded batch: the episode, repeated
     batch = {k: np.stack([v] * n) for k, v in episode.items() if k != "episode"}
     eval_step = episodic_step.make_eval_step(s["model"], mesh, s["state_sh"])
     pred, logits = jax.device_get(eval_step(state, sharding.to_global(batch, mesh)))
@@ -211,9 +198,9 @@ def _warm_start(config, state, tx, state_sh, mesh, workdir: str) -> dict:
     return loop.warm_start(state, params, tx, state_sh)
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
     """Episodic training per `config` under `workdir` (resumes from its latest checkpoint, as the
-    workdir's only run: `run_lock`).
+    workdir's only run: `run_lock`). `step_hook(step)` (optional) runs on the host after every step.
 
     Returns {'step', 'state', 'history' (logged records), 'report' (None when preempted), 'preempted'}.
     """
@@ -227,11 +214,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if not start and (config.init.mae == "pretrained" or config.init.video == "mae"):
             state = _warm_start(config, state, tx, state_sh, mesh, workdir)
         loop.write_config(config, workdir)
-        episodes = oneshot_episodes.EpisodeEvaluator(
-            config, oneshot_episodes.clip_evaluator(config, model, mesh, state_sh), workdir, s["val_list"],
-            s["test_list"], t, start, run.history, show)
-        run.evaluators.append(episodes)
-        run.closing(episodes.close)
+        stage = dict(config=config, mesh=mesh, workdir=workdir, model=model, state_sh=state_sh, val_list=s["val_list"],
+                     test_list=s["test_list"], tasks_per_step=t, start=start, history=run.history, progress=show)
+        run.evaluators += common.from_config(config.evals, stage)
+        episodes = [e for e in run.evaluators if isinstance(e, oneshot_episodes.EpisodeEvaluator)]
+        if len(episodes) != 1:
+            raise ValueError(f"the one-shot stage needs one evaluator of type 'episodes' in config.evals (its lists "
+                             f"and report); got {len(episodes)}")
+        episodes = episodes[0]
+        for e in run.evaluators:
+            if hasattr(e, "close"):
+                run.closing(e.close)
 
         step_fn = episodic_step.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
                                                 config.model.loss_weight, s["freeze"])
@@ -243,6 +236,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         for step in range(start + 1, total + 1):
             batch = episodic_step.stack_tasks([next(episodes_in) for _ in range(t)])
             state, metrics = step_fn(state, sharding.to_global(batch, mesh))
+            if step_hook is not None:
+                step_hook(step)
             if run.end_step(step, state, metrics):
                 break
         report = None if run.preempted else episodes.final_report(state, step, s["abstract"], run.history, workdir)

@@ -2,7 +2,7 @@
 
 Reads top to bottom: model and mesh -> data size and schedule -> (loop.TrainLoop: lock, checkpoints,
 metrics) restore or init (+ `config.model_init` warm start) -> jitted step -> input from the resumed step
--> steps, each followed by `run.end_step` (log, periodic evaluators: `config.evals.fewshot` probes and
+-> steps, each followed by `run.end_step` (log, the periodic evaluators of `config.evals`: few-shot probes and
 reconstruction pictures, checkpoint, SIGTERM stop).
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ import jax
 from etils import epath
 
 from mumae_jax.core import loop, optim, sharding
+from mumae_jax.data import sources
+from mumae_jax.evaluators import common
 from mumae_jax.models import layer_stack, mae
 from mumae_jax.steps import pretraining_step
 from mumae_jax.weights import model_init
@@ -64,22 +66,6 @@ def _check_same_layer_layout(config, workdir: str) -> None:
                          f"same setting (or start a new run from them with config.model_init={workdir!r})")
 
 
-def _evaluators(config, mesh, workdir: str) -> list:
-    """The periodic evaluators this config asks for: few-shot probes (config.evals.fewshot) and pictures."""
-    out = []
-    fewshot = config.get("evals", {}).get("fewshot", None)
-    if fewshot is not None and int(fewshot.get("every_steps", 0)) > 0:
-        from mumae_jax.evaluators import frozen
-
-        probes = frozen.PeriodicEvaluator(config, fewshot, mesh)  # episode list drawn once
-        out.append(loop.FunctionEvaluator("fewshot", int(fewshot.every_steps), lambda step, st: probes(st["params"])))
-    if int(config.get("pictures_every_steps", 0)) > 0:
-        from mumae_jax.evaluators import pictures
-
-        out.append(pictures.PicturesEvaluator(config, mesh, workdir))
-    return out
-
-
 def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int], None]] = None) -> dict:
     """Pretrains per `config`, writing checkpoints and metrics under `workdir`.
 
@@ -87,14 +73,13 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     (`run_lock`). `step_hook(step)` (optional) runs on the host after every step. Returns {'step',
     'state', 'history' (logged records), 'preempted'}.
     """
-    from mumae_jax.data import input_pipeline  # TensorFlow is imported only here
-
     model = mae.from_config(config)  # validates modalities and sizes before any work
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh, "config.batch_size")
     loop.check_positive(config, ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"))
-    geometry = input_pipeline.input_geometry(model.specs)
-    num_examples = input_pipeline.num_examples(config.data, geometry["sensors"])  # durations may be in epochs
+    source = sources.get_source(config.data)
+    geometry = sources.ClipGeometry.from_specs(model.specs, config.input.frame_stride)
+    num_examples = source.num_examples(geometry.sensors)  # durations may be in epochs; builds MMAct's TFDS once
     total = loop.steps(config, "total", num_examples, config.batch_size)
     warmup = loop.steps(config, "warmup", num_examples, config.batch_size)
     if total < 1:
@@ -116,13 +101,12 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
                  config.model.variant, pretraining_step.param_count(state["params"]), num_examples, total,
                  warmup, config.batch_size, mesh.devices.size)
 
-        run.evaluators += _evaluators(config, mesh, workdir)
+        run.evaluators += common.from_config(config.get("evals", {}), dict(config=config, mesh=mesh, workdir=workdir))
         step_fn = pretraining_step.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh,
                                                    state_sh)
-        batches, _ = input_pipeline.build_pretrain_input(
-            config.data, frame_stride=config.input.frame_stride, global_batch_size=config.batch_size,
-            seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-            start_step=start, augment=config.get("augment"), **geometry)
+        batches, _ = source.pretrain_input(geometry, global_batch_size=config.batch_size, seed=config.seed,
+                                           process_index=jax.process_index(), process_count=jax.process_count(),
+                                           start_step=start, augment=config.get("augment"))
         run.closing(batches.close)
         device_batches = _device_batches(batches, [s.name for s in model.specs], mesh,
                                          int(config.input.get("device_prefetch", 0)))
