@@ -277,7 +277,9 @@ def test_cli_needs_exactly_one_of_workdir_and_config(tmp_path, capsys):
     with pytest.raises(ValueError, match="got both"):
         frozen.evaluate_run(run_dir, config=make_tiny_config(), random_init=True)
     with pytest.raises(ValueError, match="multiple of way=5"):
-        frozen.evaluate_run(run_dir, protocol="trx", queries=3)
+        frozen.evaluate_run(run_dir, settings=dict(protocol="trx", queries=3))
+    with pytest.raises(ValueError, match="unknown few-shot evaluator settings \\['bogus'\\]"):
+        frozen.FewshotEvaluator(make_tiny_config(), dict(bogus=1))
     with pytest.raises(ValueError, match="unknown config argument"):
         config_files.load_config_file(f"{ROOT}/configs/pretrain.py:bogus=1")
 
@@ -296,7 +298,7 @@ def test_periodic_evaluator_groups_and_pooling(random_encoder):
     config, encoder, params = random_encoder
     cfg = dict(num_episodes=2, part="novel", modalities="sensors,all", pooling="modality", feature_depth=1,
                probes=("prototype",), batch_size=16, resize_to=40)
-    got = frozen.PeriodicEvaluator(config, cfg)(params)  # a feature encoder's tree loads like the MAE's
+    got = frozen.FewshotEvaluator(config, cfg)(params)  # a feature encoder's tree loads like the MAE's
     assert set(got) == {"fewshot/prototype_accuracy", "fewshot/prototype_ci95", "fewshot/sensors/prototype_accuracy",
                         "fewshot/sensors/prototype_ci95"}
     models = frozen_features.group_encoders(config, "sensors,all", GEOM, params, pooling="modality", feature_depth=1)

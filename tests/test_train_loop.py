@@ -107,6 +107,6 @@ def test_periodic_fewshot_evaluation_is_logged_and_deterministic(tiny_config, tm
     assert "loss" in out["history"][-1] and "fewshot/ridge_accuracy" in out["history"][-1]  # main.py reads it
     for p in ("prototype", "ridge"):
         assert 0 <= logged[0][f"fewshot/{p}_accuracy"] <= 100 and logged[0][f"fewshot/{p}_ci95"] >= 0
-    evaluator = frozen.PeriodicEvaluator(tiny_config, tiny_config.evals.fewshot)
+    evaluator = frozen.FewshotEvaluator(tiny_config, tiny_config.evals.fewshot)
     again = [evaluator(out["state"]["params"]) for _ in range(2)]
     assert again[0] == again[1] == {k: v for k, v in logged[0].items() if k.startswith("fewshot/")}

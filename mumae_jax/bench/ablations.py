@@ -156,9 +156,10 @@ def run_condition(config, name: str, workdir: epath.Path, episodes_file: str) ->
         if pooling in result.get("frozen", {}):
             continue
         t0 = time.time()
-        kw = dict(config=p, random_init=True, init_seed=config.seed) if not cond.pretrain else {}
-        r = frozen.evaluate_run(str(pre) if cond.pretrain else "", episodes=episodes_file,
-                                     modalities=groups, pooling=pooling, probes=_csv(config.frozen.probes), **kw)
+        kw = dict(config=p, random_init=True) if not cond.pretrain else {}
+        settings = dict(episodes=episodes_file, part="novel", modalities=groups, pooling=pooling,
+                        probes=_csv(config.frozen.probes), init_seed=config.seed)
+        r = frozen.evaluate_run(str(pre) if cond.pretrain else "", settings=settings, **kw)
         result.setdefault("frozen", {})[pooling] = r["groups"]
         result.setdefault("frozen_seconds", {})[pooling] = time.time() - t0
         _write(out / "result.json", result)

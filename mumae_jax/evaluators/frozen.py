@@ -16,7 +16,7 @@ Prepared MMAct reads the clips of part 'novel' / 'validation' / 'base' from TFDS
 meta_val / meta_train (built with the data config's class split: a clip that is not in the split read is
 an error naming it; `split=` picks another).
 
-Also used during pretraining (`PeriodicEvaluator`, config.evals.fewshot) on the live parameters.
+Also used during pretraining (`FewshotEvaluator`, config.evals.fewshot) on the live parameters.
 Command line (this module; one table, a row per modality group and a column per probe, accuracy ± 95% CI in %;
 `--out` writes the whole result as JSON; `--config` is loaded as main.py loads its config):
 
@@ -115,43 +115,89 @@ def probe_results(results: Mapping[str, Any]) -> dict[str, dict]:
 # During pretraining
 # ----------------------------------------------------------------------------------------------------
 
-class PeriodicEvaluator:
-    """Few-shot probes on the live pretraining parameters (config.evals.<name>, type 'fewshot').
+# What the `fewshot` evaluator (and the command, which sets each of them from its flags) reads; defaults are
+# those of the periodic evaluator during pretraining.
+SETTINGS = dict(episodes="", part="validation", num_episodes=200, seed=0, way=5, shot=1, protocol="official",
+                queries=0, num_val=5, val_seed=0, class_split_file="", split="", probes=("prototype", "ridge"),
+                modalities="all", pooling="mean", feature_depth=0, seq_len=0, image_size=0, resize_to=0,
+                sensor_length=0, normalize_video=True, batch_size=32, init_seed=0)
+_SCHEDULE = ("type", "every_steps")  # read by the loop, not here
 
-    The encoders (one per entry of `modalities`, default 'all'; `pooling`, `feature_depth`), their fc_norm
-    init and the episode list (`part`, `num_episodes`, `way`, `shot`, `protocol`, `queries` per episode,
-    `seed`) are built once; each call copies the current `MultimodalMAE` parameters in (`load_pretrained`) and returns
-    {"<name>/<probe>_accuracy", "_ci95"} for group 'all' and "<name>/<group>/<probe>_..." for others
-    (<name>: `prefix`, the evaluator's name; 'fewshot' in the configs).
+
+def resolve_settings(settings: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """`SETTINGS` updated by `settings` (a config.evals entry's schedule keys ignored), checked before any model
+    or data is read: unknown names, a list file with drawing options, queries that do not fit the protocol."""
+    given = {k: v for k, v in dict(settings or {}).items() if k not in _SCHEDULE}
+    unknown = sorted(set(given) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown few-shot evaluator settings {unknown}; known: {sorted(SETTINGS)}")
+    cfg = {**SETTINGS, **given}
+    if cfg["episodes"] and (cfg["queries"] or cfg["class_split_file"]):
+        raise ValueError("queries and class_split_file apply to a drawn list; the episode list file fixes them")
+    list_queries(cfg["protocol"], int(cfg["way"]), int(cfg["queries"]))
+    return cfg
+
+
+class FewshotEvaluator:
+    """Frozen-encoder few-shot probes with fixed settings (`SETTINGS`), on any parameters: the live ones during
+    pretraining (config.evals.<name>, type 'fewshot'), a saved checkpoint's or a random init's (the command).
+
+    Built once: one encoder per group of `modalities` (`pooling`, `feature_depth`, the geometry), and the episode
+    list (the file `episodes`, or drawn: `part`, `num_episodes`, `seed`, `way`, `shot`, `protocol`, `queries` per
+    episode, the class split of `class_split_file` or split 3 with `num_val` / `val_seed` validation classes).
+    `evaluate(mae_params)` returns the full result; calling it returns the flat metrics
+    {"<prefix>/<probe>_accuracy", "_ci95"} for group 'all' and "<prefix>/<group>/<probe>_..." for the others.
     """
 
-    def __init__(self, pretrain_config, eval_cfg, mesh=None, prefix: str = "fewshot"):
-        self.cfg = cfg = dict(eval_cfg)
-        self.prefix = prefix
+    def __init__(self, pretrain_config, settings: Optional[Mapping[str, Any]] = None, mesh=None,
+                 prefix: str = "fewshot", progress: bool = False):
+        self.cfg = cfg = resolve_settings(settings)  # fails before any model is built
+        self.prefix, self.progress, self.config = prefix, progress, pretrain_config
         self.mesh = sharding.make_mesh() if mesh is None else mesh
-        self.geometry = frozen_features.default_geometry(pretrain_config, seq_len=int(cfg.get("seq_len", 0)),
-                                         image_size=int(cfg.get("image_size", 0)),
-                                         resize_to=int(cfg.get("resize_to", 0)))
-        groups = frozen_features.modality_groups(pretrain_config, cfg.get("modalities", "all"))
-        kw = dict(pooling=cfg.get("pooling", "mean"), feature_depth=int(cfg.get("feature_depth", 0)))
-        self.encoders = {g: frozen_features.make_encoder(pretrain_config, self.geometry, modalities=m, **kw)
-                         for g, m in groups.items()}
-        self.init = {g: frozen_features.init_params(e, int(cfg.get("seed", 0))) for g, e in self.encoders.items()}
-        part = cfg.get("part", "validation")
+        self.geometry = frozen_features.default_geometry(
+            pretrain_config, seq_len=int(cfg["seq_len"]), image_size=int(cfg["image_size"]),
+            resize_to=int(cfg["resize_to"]), sensor_length=int(cfg["sensor_length"]))
+        kw = dict(normalize_video=bool(cfg["normalize_video"]), feature_depth=int(cfg["feature_depth"]))
+        groups = frozen_features.modality_groups(pretrain_config, cfg["modalities"])
+        self.encoders = {g: frozen_features.make_encoder(pretrain_config, self.geometry, modalities=m,
+                                                         pooling=cfg["pooling"], **kw) for g, m in groups.items()}
+        self.init = {g: frozen_features.init_params(e, int(cfg["init_seed"])) for g, e in self.encoders.items()}
+        self._full = lambda: frozen_features.make_encoder(pretrain_config, self.geometry, **kw)
         self.data_cfg = _plain(pretrain_config.data)
-        self.split = PART_SPLITS[part]
-        self.episodes = draw_episode_list(self.data_cfg, part=part, way=int(cfg.get("way", 5)),
-                                          shot=int(cfg.get("shot", 1)), protocol=cfg.get("protocol", "official"),
-                                          queries=int(cfg.get("queries", 0)),
-                                          num_episodes=int(cfg.get("num_episodes", 200)), seed=int(cfg.get("seed", 0)))
-        self.probes = tuple(cfg.get("probes", ("prototype", "ridge")))
+        self.split = cfg["split"] or PART_SPLITS[cfg["part"]]
+        if cfg["episodes"]:
+            self.episodes = E.load_episode_list(cfg["episodes"])
+            self.drawn = checkpointing.absolute(cfg["episodes"])
+        else:
+            self.episodes = draw_episode_list(
+                self.data_cfg, part=cfg["part"], way=int(cfg["way"]), shot=int(cfg["shot"]),
+                protocol=cfg["protocol"], queries=int(cfg["queries"]), num_episodes=int(cfg["num_episodes"]),
+                seed=int(cfg["seed"]), num_val=int(cfg["num_val"]), val_seed=int(cfg["val_seed"]),
+                class_split_file=cfg["class_split_file"])
+            self.drawn = {k: cfg[k] for k in ("part", "num_episodes", "seed", "way", "shot", "protocol", "queries")}
+            self.drawn["class_split_file"] = cfg["class_split_file"] and checkpointing.absolute(cfg["class_split_file"])
+        self.probes = tuple(cfg["probes"])
 
-    def __call__(self, mae_params) -> dict[str, float]:
+    def evaluate(self, mae_params=None) -> dict[str, Any]:
+        """Probe results for `mae_params` (a `MultimodalMAE` or feature-encoder tree, loaded strictly), or for
+        ONE random init (`init_seed`) of the encoder shared by every group when None: {"episodes" (the file or
+        how the list was drawn), "num_episodes", "num_queries", "num_clips", "seconds", "geometry",
+        "normalize_video", "pooling", "feature_depth", "modalities": {group: names}, "groups": {group: {probe:
+        {"accuracy", "ci95", "num_queries"}}}}; with a single group also its <probe> entries at the top level."""
+        if mae_params is None:
+            mae_params = frozen_features.init_params(self._full(), int(self.cfg["init_seed"]))
         models = {g: (e, mae_features.load_pretrained(self.init[g], mae_params)[0]) for g, e in self.encoders.items()}
         res = evaluate_groups(models, self.data_cfg, self.episodes, probes=self.probes, split=self.split,
-                              batch_size=int(self.cfg.get("batch_size", 32)), mesh=self.mesh, **self.geometry)
+                              batch_size=int(self.cfg["batch_size"]), mesh=self.mesh, progress=self.progress,
+                              **self.geometry)
+        single = next(iter(res["groups"].values())) if len(res["groups"]) == 1 else {}
+        return {"episodes": self.drawn, "num_episodes": len(self.episodes), "geometry": self.geometry,
+                **{k: self.cfg[k] for k in ("normalize_video", "pooling", "feature_depth")},
+                "modalities": {g: [s.name for s in e.specs] for g, e in self.encoders.items()}, **single, **res}
+
+    def __call__(self, mae_params) -> dict[str, float]:
         out = {}
-        for g, r in res["groups"].items():
+        for g, r in self.evaluate(mae_params)["groups"].items():
             prefix = f"{self.prefix}/" if g == "all" else f"{self.prefix}/{g}/"
             for p in self.probes:
                 out[f"{prefix}{p}_accuracy"] = r[p]["accuracy"]
@@ -160,39 +206,27 @@ class PeriodicEvaluator:
 
 
 def make_evaluator(name: str, settings, stage) -> Optional[Any]:
-    """The `fewshot` evaluator type (`evaluators/common.py`) of the pretraining stage: `PeriodicEvaluator` every
-    `settings.every_steps` steps; stage: config (the pretraining config), mesh."""
+    """The `fewshot` evaluator type (`evaluators/common.py`) of the pretraining stage: `FewshotEvaluator` on the
+    live parameters every `settings.every_steps` steps; stage: config (the pretraining config), mesh."""
     every = int(settings.get("every_steps", 0))
     if every <= 0:
         return None
     from mumae_jax.core import loop
 
-    probes = PeriodicEvaluator(stage["config"], settings, stage["mesh"], prefix=name)  # episode list drawn once
+    probes = FewshotEvaluator(stage["config"], settings, stage["mesh"], prefix=name)  # episode list drawn once
     return loop.FunctionEvaluator(name, every, lambda step, state: probes(state["params"]))
 
 
 # ----------------------------------------------------------------------------------------------------
-# A run or a config, as the command evaluates it
+# A saved run (or a config with random weights): the same evaluator, no training
 # ----------------------------------------------------------------------------------------------------
 
 def evaluate_run(pretrain_workdir: str = "", *, config=None, step: Optional[int] = None, random_init: bool = False,
-                 init_seed: int = 0, episodes: str = "", part: str = "novel", num_episodes: int = 1000,
-                 episode_seed: int = 0, way: int = 5, shot: int = 1, protocol: str = "official", queries: int = 0,
-                 num_val: int = 5, val_seed: int = 0, class_split_file: str = "", split: str = "",
-                 probes: Sequence[str] = DEFAULT_PROBES, modalities: str | Sequence[str] = "all",
-                 pooling: str = "mean", feature_depth: int = 0, seq_len: int = 0, image_size: int = 0,
-                 resize_to: int = 0, sensor_length: int = 0, normalize_video: bool = True, batch_size: int = 32,
-                 progress: bool = False) -> dict[str, Any]:
-    """Frozen-feature few-shot accuracy of a pretraining run's checkpoint (`pretrain_workdir`; with
-    `random_init`, its architecture with random weights) or of a pretraining `config` (an ml_collections
-    config, random weights: needs `random_init`), on an episode list file or a drawn list, for every
-    modality group of `modalities`; what the command prints. Exactly one of pretrain_workdir / config.
-    `queries`: per episode of a drawn list (`list_queries`).
-
-    Returns {"pretrain_workdir" (None with config), "step", "random_init", "init_seed", "episodes" (the file
-    or how the list was drawn), "num_episodes", "num_queries", "geometry", "normalize_video", "pooling",
-    "feature_depth", "modalities": {group: names}, "groups": {group: {probe: {"accuracy", "ci95",
-    "num_queries"}}}, "num_clips", "seconds"}; with a single group also its <probe> entries at the top level.
+                 settings: Optional[Mapping[str, Any]] = None, progress: bool = False) -> dict[str, Any]:
+    """`FewshotEvaluator(settings).evaluate` on a pretraining run's checkpoint (`pretrain_workdir`, `step`: default
+    the latest), on its architecture with random weights (`random_init`), or on a pretraining `config` with random
+    weights (needs `random_init`). Exactly one of pretrain_workdir / config. What the command prints: the result
+    of `FewshotEvaluator.evaluate` plus "pretrain_workdir" (None with config), "step", "random_init", "init_seed".
     """
     if bool(pretrain_workdir) == (config is not None):
         raise ValueError("give exactly one of pretrain_workdir (a pretraining run) and config (a pretraining config, "
@@ -204,36 +238,17 @@ def evaluate_run(pretrain_workdir: str = "", *, config=None, step: Optional[int]
         raise ValueError(f"step={step} names a checkpoint, but random_init uses none")
     if config is not None and config.get("trainer") != "pretrain":
         raise ValueError(f"config must be a pretraining config, got trainer={config.get('trainer')!r}")
-    if episodes and (queries or class_split_file):
-        raise ValueError("queries and class_split_file apply to a drawn list; the episode list file fixes them")
-    list_queries(protocol, way, queries)  # fails before any model is built
-    source = None
+    settings = resolve_settings(settings)  # fails before the run is read
+    params = None
     if config is None and random_init:
         config = pretrained.load_config(pretrain_workdir)
     elif config is None:
-        config, source, step = pretrained.load_params(pretrain_workdir, step)
-    geometry = frozen_features.default_geometry(config, seq_len=seq_len, image_size=image_size,
-                                                resize_to=resize_to, sensor_length=sensor_length)
-    models = frozen_features.group_encoders(config, modalities, geometry, source, seed=init_seed,
-                                            normalize_video=normalize_video, pooling=pooling,
-                                            feature_depth=feature_depth)
-    data_cfg = _plain(config.data)
-    if episodes:
-        elist, drawn = E.load_episode_list(episodes), checkpointing.absolute(episodes)
-    else:
-        elist = draw_episode_list(data_cfg, part=part, way=way, shot=shot, protocol=protocol, queries=queries,
-                                  num_episodes=num_episodes, seed=episode_seed, num_val=num_val, val_seed=val_seed,
-                                  class_split_file=class_split_file)
-        drawn = dict(part=part, num_episodes=num_episodes, seed=episode_seed, way=way, shot=shot, protocol=protocol,
-                     queries=queries, class_split_file=class_split_file and checkpointing.absolute(class_split_file))
-    res = evaluate_groups(models, data_cfg, elist, probes=tuple(probes), split=split or PART_SPLITS[part],
-                          batch_size=batch_size, progress=progress, **geometry)
-    single = next(iter(res["groups"].values())) if len(res["groups"]) == 1 else {}
+        config, params, step = pretrained.load_params(pretrain_workdir, step)
+    evaluator = FewshotEvaluator(config, settings, progress=progress)
+    out = evaluator.evaluate(params)
     return {"pretrain_workdir": checkpointing.absolute(pretrain_workdir) if pretrain_workdir else None,
-            "step": step, "random_init": random_init, "init_seed": init_seed if random_init else None,
-            "episodes": drawn, "num_episodes": len(elist), "geometry": geometry, "normalize_video": normalize_video,
-            "pooling": pooling, "feature_depth": feature_depth,
-            "modalities": {g: [s.name for s in e.specs] for g, (e, _) in models.items()}, **single, **res}
+            "step": step, "random_init": random_init,
+            "init_seed": evaluator.cfg["init_seed"] if random_init else None, **out}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -306,14 +321,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.config and not a.random_init:
         p.error("--config gives no weights: add --random_init (or evaluate a run with --pretrain_workdir)")
     config = load_config_file(a.config, overrides) if a.config else None
-    out = evaluate_run(
-        a.pretrain_workdir, config=config, step=a.step, random_init=a.random_init, init_seed=a.init_seed,
-        episodes=a.episodes, part=a.part, num_episodes=a.num_episodes, episode_seed=a.episode_seed, way=a.way,
-        shot=a.shot, protocol=a.protocol, queries=a.queries, num_val=a.num_val, val_seed=a.val_seed,
-        class_split_file=a.class_split_file, split=a.split, probes=[q for q in a.probes.split(",") if q],
-        modalities=a.modalities, pooling=a.pooling, feature_depth=a.feature_depth, seq_len=a.seq_len,
-        image_size=a.image_size, resize_to=a.resize_to, sensor_length=a.sensor_length,
-        normalize_video=not a.no_normalize_video, batch_size=a.batch_size, progress=a.progress)
+    settings = dict(episodes=a.episodes, part=a.part, num_episodes=a.num_episodes, seed=a.episode_seed, way=a.way,
+                    shot=a.shot, protocol=a.protocol, queries=a.queries, num_val=a.num_val, val_seed=a.val_seed,
+                    class_split_file=a.class_split_file, split=a.split, probes=[q for q in a.probes.split(",") if q],
+                    modalities=a.modalities, pooling=a.pooling, feature_depth=a.feature_depth, seq_len=a.seq_len,
+                    image_size=a.image_size, resize_to=a.resize_to, sensor_length=a.sensor_length,
+                    normalize_video=not a.no_normalize_video, batch_size=a.batch_size, init_seed=a.init_seed)
+    out = evaluate_run(a.pretrain_workdir, config=config, step=a.step, random_init=a.random_init, settings=settings,
+                       progress=a.progress)
     if a.config:
         out = {"config": a.config, "config_overrides": overrides, **out}
     if jax.process_index() == 0:

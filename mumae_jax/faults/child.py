@@ -180,7 +180,7 @@ INJECTIONS = {
     "kill_in_metrics_write": _kill_in_metrics_write,
     "kill_in_dataset_build": _kill_in_dataset_build,
     "term_in_logging": _term_in_logging,
-    "term_in_evaluation": _term_in_call("mumae_jax.evaluators.frozen", "PeriodicEvaluator", "__call__"),
+    "term_in_evaluation": _term_in_call("mumae_jax.evaluators.frozen", "FewshotEvaluator", "__call__"),
     "term_in_pictures": _term_in_call("mumae_jax.evaluators.pictures", "", "write_pictures"),
     "nonfinite_at": _nonfinite_at,
     "pause_at": _pause_at,
