@@ -192,12 +192,13 @@ class TrainLoop:
         return self
 
     def closing(self, close: Callable[[], None]) -> None:
-        """Runs `close()` when the loop ends (input iterators, extra checkpointers), before the checkpoint wait."""
+        """Runs `close()` when the loop ends (input iterators), before the checkpoint wait; so are the
+        evaluators' own `close()`."""
         self._closers.append(close)
 
     def __exit__(self, *exc):
         try:
-            for close in self._closers:
+            for close in self._closers + [e.close for e in self.evaluators if hasattr(e, "close")]:
                 close()
             if hasattr(self, "bar"):
                 self.bar.close()

@@ -222,9 +222,6 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
             raise ValueError(f"the one-shot stage needs one evaluator of type 'episodes' in config.evals (its lists "
                              f"and report); got {len(episodes)}")
         episodes = episodes[0]
-        for e in run.evaluators:
-            if hasattr(e, "close"):
-                run.closing(e.close)
 
         step_fn = episodic_step.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
                                                 config.model.loss_weight, s["freeze"])
