@@ -27,7 +27,7 @@ def from_config(evals: Mapping[str, Mapping[str, Any]], stage: Mapping[str, Any]
     """The evaluators `evals` (config.evals) asks for, in its order; entries with period 0 are off."""
     out = []
     for name, settings in (evals or {}).items():
-        kind = settings.get("type", "")
+        kind = settings.get("type", "") or (name if name in TYPES else "")  # configs written before `type`
         if kind not in TYPES:
             raise ValueError(f"config.evals.{name}.type={kind!r}: expected one of {sorted(TYPES)}")
         evaluator = importlib.import_module(TYPES[kind]).make_evaluator(name, settings, stage)
