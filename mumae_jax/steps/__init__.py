@@ -1,0 +1,3 @@
+"""The jitted training steps and the train state they share (train_state.py: creation, guarded update).
+No TensorFlow.
+"""
