@@ -11,11 +11,8 @@ Video frames and the four wearable sensors are both computed from the same motio
   (trouser pocket) in the thigh frame; `gyro`: angular velocity of the right thigh in its frame;
   `orientation`: the right thigh's orientation angles (azimuth, pitch, roll in degrees).
 
-Programs (`PROGRAMS`) are written with a small term language: `chan(channel, *terms)` and
-`both(side_channel, *terms)` with terms `C` (constant), `Sn` (sine), `Pl` (smooth pulse train), `Bp`
-(bump), `Rp` (ramp), `Hd` (rise-hold-fall) and `Tr` (travel); `_gait` builds walking-like programs. Each
-recording perturbs amplitudes, phases, timings and posture; each subject has its own body and colours;
-each camera its viewpoint and light.
+One motion program per class (`PROGRAMS`, synthetic_motion.py); each recording perturbs it, each subject
+has its own body and colours, each camera its viewpoint and light.
 
 Everything is a pure function of (seed, class, subject, scene, session, camera); `num_subjects` etc. only
 decide which clips are listed. Layout follows MMAct: 33 classes (23 base / 10 novel, docs/official_code.md
