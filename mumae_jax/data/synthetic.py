@@ -11,15 +11,14 @@ Video frames and the four wearable sensors are both computed from the same motio
   (trouser pocket) in the thigh frame; `gyro`: angular velocity of the right thigh in its frame;
   `orientation`: the right thigh's orientation angles (azimuth, pitch, roll in degrees).
 
-One motion program per class (`PROGRAMS`, synthetic_motion.py); each recording perturbs it, each subject
-has its own body and colours, each camera its viewpoint and light.
+One motion program per class (`PROGRAMS`, synthetic_motion.py); each recording perturbs it, each subject has
+its own body and colours, each camera its viewpoint and light.
 
 Everything is a pure function of (seed, class, subject, scene, session, camera); `num_subjects` etc. only
 decide which clips are listed. Layout follows MMAct: 33 classes (23 base / 10 novel, docs/official_code.md
 §1.3), scenes 1-4 (desk classes only in scene 3), cameras 1-4 at the four corners, one sensor recording per
-(subject, scene, session, action) instance shared by all of its cameras. The motion programs live in
-synthetic_motion.py, bodies, scenes, cameras and kinematics in synthetic_world.py, the rasteriser in
-synthetic_render.py. numpy only.
+(subject, scene, session, action) instance shared by all of its cameras. Bodies, scenes, cameras and
+kinematics: synthetic_world.py; the rasteriser: synthetic_render.py. numpy only.
 """
 from __future__ import annotations
 
