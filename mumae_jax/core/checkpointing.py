@@ -20,6 +20,18 @@ def absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def _whole_replicas_on_cpu() -> None:
+    """On CPU, replicated arrays are written from one whole replica.
+
+    Orbax's default outside GPUs ("replica-parallel") has each of R replicas write 1/R of an array, through one
+    compiled slice per array and replica (3,000 compilations for the tiny model on 8 CPU devices: 7 s on this
+    repository's tests). CPU devices share the host's memory, so the split only costs. The files are the same
+    format either way; checkpoints written with or without it restore alike."""
+    if jax.default_backend() == "cpu":
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` storing {'state': pytree, 'meta': json}.
 
@@ -30,6 +42,7 @@ class Checkpointer:
     def __init__(self, directory: str, keep: int):
         if keep < 1:
             raise ValueError(f"keep_checkpoints={keep} must be >= 1")
+        _whole_replicas_on_cpu()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         self.directory = absolute(directory)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
