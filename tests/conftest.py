@@ -27,3 +27,4 @@ def make_tiny_config(**overrides):
 @pytest.fixture
 def tiny_config():
     return make_tiny_config()
+

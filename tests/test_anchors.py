@@ -7,9 +7,10 @@ import pytest
 from conftest import make_tiny_config
 from mumae_jax.evaluators import anchors, fewshot_probes, frozen
 from mumae_jax.data import episodes as E
-from mumae_jax.data import input_pipeline, sensor_ops
+from mumae_jax.data import input_pipeline, sensor_ops, synthetic
+from mumae_jax.data.geometry import ClipGeometry
 
-GEOM = dict(seq_len=4, image_size=16, resize_to=20, sensor_length=32)
+GEOM = ClipGeometry(num_frames=4, image_size=16, resize_to=20, sensor_length=32, sensors=synthetic.SENSORS)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -18,7 +19,7 @@ def setup():
     config = make_tiny_config()
     elist = frozen.draw_episode_list(config.data, part="novel", num_episodes=6, seed=2)
     names = sorted({c for e in elist for c in (*e.support, *e.query)})
-    raw = anchors.raw_features(config.data.to_dict(), names, anchors.sensor_names(config), GEOM)
+    raw = anchors.raw_features(config.data.to_dict(), names, GEOM)
     return config, elist, names, raw
 
 
@@ -29,7 +30,7 @@ def test_raw_sensor_features_are_the_preprocessed_recordings(setup):
     for i in (0, len(names) - 1):
         rec = ds.sensors(by_name[names[i]])
         want = np.concatenate([sensor_ops.preprocess_sensor(rec[s][1], 32).ravel()
-                               for s in anchors.sensor_names(config)])
+                               for s in GEOM.sensors])
         np.testing.assert_allclose(raw["sensors"][i], want, rtol=1e-6, atol=1e-6)
     assert raw["video"].shape == (len(names), 4 * 16 * 16 * 3)
     assert 0.0 <= raw["video"].min() and raw["video"].max() <= 1.0
@@ -73,7 +74,7 @@ def test_command_prints_a_row_per_group(tmp_path, capsys):
     lst = tmp_path / "episodes.json"
     config = make_tiny_config()
     E.save_episode_list(str(lst), frozen.draw_episode_list(config.data, part="novel", num_episodes=4, seed=0))
-    assert anchors.main([f"--config={ROOT}/configs/pretrain.py:runlocal", f"--episodes={lst}", "--seq_len=2",
+    assert anchors.main([f"--config={ROOT}/configs/pretrain.py:runlocal", f"--episodes={lst}", "--num_frames=2",
                          "--image_size=16", "--modalities=video,all", f"--out={out}"]) == 0
     text = capsys.readouterr().out
     assert "| raw video |" in text and "| raw all |" in text and "raw sensors" not in text
@@ -84,7 +85,7 @@ def test_command_prints_a_row_per_group(tmp_path, capsys):
     saved = tmp_path / "drawn.json"
     assert anchors.main([f"--config={ROOT}/configs/pretrain.py:runlocal", "--config.data.num_subjects=2",
                          "--config.data.num_sessions=1", "--num_episodes=3", "--queries=5", "--protocol=trx",
-                         "--seq_len=2", "--image_size=16", "--modalities=sensors", f"--save_episodes={saved}"]) == 0
+                         "--num_frames=2", "--image_size=16", "--modalities=sensors", f"--save_episodes={saved}"]) == 0
     drawn = E.load_episode_list(str(saved))
     assert len(drawn) == 3 and all(len(e.query) == 5 for e in drawn)
     assert "15 queries" in capsys.readouterr().out

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from mumae_jax.data import input_pipeline as ip
 from mumae_jax.data import sensor_ops, sensor_ops_tf
+from mumae_jax.data.geometry import ClipGeometry
 
 RNG = np.random.default_rng(0)
 VALUES = RNG.normal(size=(90, 3)) * np.array([1.0, 3.0, 0.5]) + np.array([0.0, 9.8, 1.0])
@@ -56,12 +57,12 @@ def test_bad_options_are_refused(bad, match):
 
 def test_pipeline_with_augmentation_is_deterministic_and_differs_from_plain():
     cfg = dict(name="synthetic", split="pretrain_train", num_subjects=2, num_sessions=1, num_cameras=2, seed=0)
-    geo = dict(num_frames=2, frame_stride=2, image_size=16, sensor_length=32, sensors=("acc_phone", "orientation"),
-               global_batch_size=2, seed=0)
+    geo = ClipGeometry(num_frames=2, frame_stride=2, image_size=16, sensor_length=32,
+                       sensors=("acc_phone", "orientation"))
     aug = dict(video_crop="multiscale", sensor_time_crop=0.7, sensor_rotation_deg=30.0)
 
     def first(augment):
-        it, _ = ip.build_pretrain_input(cfg, augment=augment, **geo)
+        it, _ = ip.build_pretrain_input(cfg, geo, global_batch_size=2, seed=0, augment=augment)
         try:
             return next(it)
         finally:

@@ -1,4 +1,5 @@
 """Episode pipeline: the right clips, processed as the official one-shot code, for synthetic and MMAct data."""
+import dataclasses
 import os
 import sys
 
@@ -10,10 +11,15 @@ import mmact_tree as T  # noqa: E402
 
 from mumae_jax.data import episode_input, episodes, mmact_tfds, prepare_mmact, sensor_ops  # noqa: E402
 from mumae_jax.data import splits, synthetic, video_ops  # noqa: E402
+from mumae_jax.data.geometry import ClipGeometry  # noqa: E402
 
 SYN = {"name": "synthetic", "split": "novel", "num_subjects": 2, "num_sessions": 1, "num_cameras": 2, "seed": 0,
        "shuffle": True}
-GEOM = dict(seq_len=4, image_size=32, resize_to=40, sensor_length=128)
+GEOM = ClipGeometry(num_frames=4, image_size=32, resize_to=40, sensor_length=128, sensors=synthetic.SENSORS)
+
+
+def geom(sensors=synthetic.SENSORS):
+    return dataclasses.replace(GEOM, sensors=sensors)
 
 
 def _synthetic_list(protocol="official", n=3):
@@ -24,7 +30,7 @@ def _synthetic_list(protocol="official", n=3):
 
 def test_synthetic_eval_episodes_hold_the_listed_clips():
     ds, elist = _synthetic_list()
-    it = episode_input.build_episode_input(SYN, elist, sensors=synthetic.SENSORS, train=False, **GEOM)
+    it = episode_input.build_episode_input(SYN, elist, GEOM, train=False)
     got = [next(it) for _ in range(2)]
     it.close()
     clips = {c.name: c for c in ds.clips()}
@@ -50,7 +56,7 @@ def test_training_episodes_are_random_but_reproducible():
     _, elist = _synthetic_list(protocol="trx", n=2)
     runs = []
     for train in (True, True, False):
-        it = episode_input.build_episode_input(SYN, elist, sensors=("acc_watch",), train=train, seed=5, **GEOM)
+        it = episode_input.build_episode_input(SYN, elist, geom(("acc_watch",)), train=train, seed=5)
         runs.append(next(it))
         it.close()
     assert runs[0]["query_video"].shape == (5, 4, 32, 32, 3)  # TRX: one query per class
@@ -62,7 +68,7 @@ def test_mixed_episode_shapes_rejected():
     _, a = _synthetic_list()
     _, b = _synthetic_list(protocol="trx", n=1)
     with pytest.raises(ValueError, match="same way, shot and query count"):
-        episode_input.build_episode_input(SYN, list(a) + list(b), sensors=(), train=False, **GEOM)
+        episode_input.build_episode_input(SYN, list(a) + list(b), geom(()), train=False)
 
 
 def test_mmact_episodes(tmp_path):
@@ -81,7 +87,7 @@ def test_mmact_episodes(tmp_path):
     records = splits.meta_split(mmact_tfds.kept_records(out), splits.mumae_split3_with_validation(), "novel")
     elist = episodes.make_episode_list(records, splits.mumae_split3(), part="novel", num_episodes=2, seed=1)
     cfg = {"name": "mmact", "dir": str(out), "tfds_dir": "", "split_config": "mumae_split3", "class_split_file": ""}
-    it = episode_input.build_episode_input(cfg, elist, sensors=T.SENSORS, train=False, split="meta_test", **GEOM)
+    it = episode_input.build_episode_input(cfg, elist, geom(T.SENSORS), train=False, split="meta_test")
     b = next(it)
     it.close()
     ep = elist[0]
@@ -96,11 +102,11 @@ def test_mmact_episodes(tmp_path):
 
 def test_clip_input_equals_the_clip_inside_an_eval_episode():
     _, elist = _synthetic_list(n=2)
-    it = episode_input.build_episode_input(SYN, elist, sensors=synthetic.SENSORS, train=False, **GEOM)
+    it = episode_input.build_episode_input(SYN, elist, GEOM, train=False)
     ep_batch = next(it)
     it.close()
     names = [*elist[0].support, *elist[0].query]  # 6 clips: one full batch of 4 and a padded one
-    clip_it = episode_input.build_clip_input(SYN, names, sensors=synthetic.SENSORS, batch_size=4, **GEOM)
+    clip_it = episode_input.build_clip_input(SYN, names, GEOM, batch_size=4)
     got = list(clip_it)
     clip_it.close()
     assert len(got) == 2 and got[0]["video"].shape == (4, 4, 32, 32, 3)

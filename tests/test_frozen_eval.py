@@ -15,10 +15,12 @@ from mumae_jax.core import config_files
 from mumae_jax.evaluators import frozen, frozen_features
 from mumae_jax.weights import pretrained
 from mumae_jax.data import episode_input, sources, splits
+from mumae_jax.data.geometry import ClipGeometry
 from mumae_jax.models import mae_features, vit
 
-GEOM = dict(seq_len=4, image_size=32, resize_to=40, sensor_length=128)
+GEOM = dict(num_frames=4, image_size=32, resize_to=40, sensor_length=128)  # keyword overrides of the defaults
 SENSORS = ("acc_phone", "acc_watch", "gyro", "orientation")
+CLIP = ClipGeometry(**GEOM, sensors=SENSORS)  # the same, as the input builders take it
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/pretrain.py:runlocal shrunk to make_tiny_config's encoder and data, on the command line
 TINY_CLI = [f"--config={ROOT}/configs/pretrain.py:runlocal", "--config.model.width=64", "--config.model.depth=2",
@@ -46,22 +48,21 @@ def test_clip_features_equal_the_encoder_on_that_clip(random_encoder):
     config, encoder, params = random_encoder
     data = {**config.data.to_dict(), "split": "all"}
     names = sorted(c.name for c in sources.get_source(config.data).records())[:3]
-    feats = frozen_features.extract_features(encoder, params, data, names, batch_size=8, **GEOM)
+    feats = frozen_features.extract_features(encoder, params, data, names, CLIP, batch_size=8)
     assert feats.shape == (3, 64)
-    it = episode_input.build_clip_input(data, names, sensors=[s.name for s in encoder.specs[1:]], batch_size=8,
-                                        **GEOM)
+    it = episode_input.build_clip_input(data, names, CLIP, batch_size=8)
     b = next(it)
     it.close()
     direct = encoder.apply({"params": params}, {s.name: b["video" if s.kind == "video" else s.name][:3]
-                                                for s in encoder.specs}, deterministic=True)
+                                                for s in encoder.specs}, train=False)
     np.testing.assert_allclose(feats, np.asarray(direct), rtol=1e-5, atol=1e-5)
 
 
 def test_evaluate_episodes_is_deterministic(random_encoder):
     config, encoder, params = random_encoder
     elist = frozen.draw_episode_list(config.data, part="novel", num_episodes=6, seed=3)
-    runs = [frozen.evaluate_episodes(encoder, params, config.data, elist, probes=("prototype", "knn", "ridge"),
-                                          batch_size=16, **GEOM) for _ in range(2)]
+    runs = [frozen.evaluate_episodes(encoder, params, config.data, elist, CLIP,
+                                          probes=("prototype", "knn", "ridge"), batch_size=16) for _ in range(2)]
     for p in ("prototype", "knn", "ridge"):
         assert runs[0][p] == runs[1][p] and runs[0][p]["num_queries"] == 6
         assert 0 <= runs[0][p]["accuracy"] <= 100
@@ -86,7 +87,7 @@ def test_cli_writes_accuracies(run_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "checkpoint step 2" in printed and "prototype" in printed
     res = json.loads(out.read_text())
-    assert res["step"] == 2 and res["geometry"]["seq_len"] == 4 and res["geometry"]["image_size"] == 32
+    assert res["step"] == 2 and res["geometry"]["num_frames"] == 4 and res["geometry"]["image_size"] == 32
     for p in ("prototype", "ridge"):
         assert 0 <= res[p]["accuracy"] <= 100 and res[p]["num_queries"] == 4
 
@@ -209,16 +210,16 @@ def test_sensor_group_of_a_time_aligned_model_needs_no_video():
 
 def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatch):
     config, encoder, params = random_encoder
-    models = frozen_features.group_encoders(config, "video,sensors,all", GEOM, seed=1)
+    models = frozen_features.group_encoders(config, "video,sensors,all", CLIP, seed=1)
     flat = {g: traverse_util.flatten_dict(p, sep="/") for g, (_, p) in models.items()}
     assert all(np.array_equal(flat["sensors"][k], flat["all"][k]) for k in flat["sensors"] if "fc_norm" not in k)
     data = {**config.data.to_dict(), "split": "all"}
     names = sorted(c.name for c in sources.get_source(config.data).records())[:3]
-    feats = frozen_features.extract_group_features(models, data, names, batch_size=8, **GEOM)
+    feats = frozen_features.extract_group_features(models, data, names, CLIP, batch_size=8)
     # one random init shared by the groups: the 'all' group is the seed-1 encoder of every modality
     np.testing.assert_allclose(feats["all"], frozen_features.extract_features(encoder, params, data, names,
-                                                                          batch_size=8, **GEOM), rtol=1e-5, atol=1e-5)
-    it = episode_input.build_clip_input(data, names, sensors=SENSORS, batch_size=8, **GEOM)
+                                                                          CLIP, batch_size=8), rtol=1e-5, atol=1e-5)
+    it = episode_input.build_clip_input(data, names, CLIP, batch_size=8)
     b = next(it)
     it.close()
     enc_s, p_s = models["sensors"]
@@ -235,7 +236,7 @@ def test_groups_feed_each_encoder_only_its_modalities(random_encoder, monkeypatc
             it.close()
 
     monkeypatch.setattr(episode_input, "build_clip_input", other_video)
-    again = frozen_features.extract_group_features(models, data, names, batch_size=8, **GEOM)
+    again = frozen_features.extract_group_features(models, data, names, CLIP, batch_size=8)
     np.testing.assert_array_equal(again["sensors"], feats["sensors"])
     for g in ("video", "all"):
         assert not np.allclose(again[g], feats[g], atol=1e-3)
@@ -257,8 +258,8 @@ def test_cli_random_init_from_a_config_groups_and_queries(random_encoder, tmp_pa
     assert res["modalities"]["sensors"] == list(SENSORS) and res["num_queries"] == 10 and res["num_episodes"] == 2
     elist = frozen.draw_episode_list(config.data, protocol="trx", queries=5, num_episodes=2)
     assert sum(len(e.query) for e in elist) == 10
-    ref = frozen.evaluate_episodes(encoder, params, config.data, elist, probes=("prototype", "ridge"),
-                                        batch_size=16, **GEOM)  # the tiny config's seed-1 encoder
+    ref = frozen.evaluate_episodes(encoder, params, config.data, elist, CLIP, probes=("prototype", "ridge"),
+                                        batch_size=16)  # the tiny config's seed-1 encoder
     for p in ("prototype", "ridge"):
         assert res["groups"]["all"][p] == ref[p] and ref[p]["num_queries"] == 10
         assert f"{ref[p]['accuracy']:.2f} ± {ref[p]['ci95']:.2f}" in lines[5]
@@ -301,9 +302,9 @@ def test_periodic_evaluator_groups_and_pooling(random_encoder):
     got = frozen.FewshotEvaluator(config, cfg)(params)  # a feature encoder's tree loads like the MAE's
     assert set(got) == {"fewshot/prototype_accuracy", "fewshot/prototype_ci95", "fewshot/sensors/prototype_accuracy",
                         "fewshot/sensors/prototype_ci95"}
-    models = frozen_features.group_encoders(config, "sensors,all", GEOM, params, pooling="modality", feature_depth=1)
+    models = frozen_features.group_encoders(config, "sensors,all", CLIP, params, pooling="modality", feature_depth=1)
     assert models["all"][0].feature_dim == 5 * 64 and models["sensors"][0].feature_dim == 4 * 64
     ref = frozen.evaluate_groups(models, config.data, frozen.draw_episode_list(config.data, num_episodes=2),
-                                      probes=("prototype",), batch_size=16, **GEOM)["groups"]
+                                      CLIP, probes=("prototype",), batch_size=16)["groups"]
     assert got["fewshot/sensors/prototype_accuracy"] == ref["sensors"]["prototype"]["accuracy"]
     assert got["fewshot/prototype_accuracy"] == ref["all"]["prototype"]["accuracy"]

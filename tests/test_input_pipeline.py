@@ -1,4 +1,6 @@
 """Tests of the tf.data pretraining input: shapes, normalisation, determinism, resumption, sharding, splits."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -6,9 +8,10 @@ pytest.importorskip("tensorflow")
 
 from mumae_jax.data import input_pipeline as ip  # noqa: E402
 from mumae_jax.data import sensor_ops, sources, splits, synthetic  # noqa: E402
+from mumae_jax.data.geometry import ClipGeometry  # noqa: E402
 
 SENSORS = ("acc_watch", "gyro")
-GEOM = dict(num_frames=4, frame_stride=2, image_size=32, sensor_length=16, sensors=SENSORS)
+GEOM = ClipGeometry(num_frames=4, frame_stride=2, image_size=32, sensor_length=16, sensors=SENSORS)
 BASE_IDS = {synthetic.CLASS_TO_ID[c] for c in synthetic.BASE_CLASSES}
 
 
@@ -19,10 +22,10 @@ def cfg(**kw):
     return c
 
 
-def take(n, data_cfg=None, **kw):
-    args = dict(GEOM, global_batch_size=4, seed=0)
+def take(n, data_cfg=None, geometry=GEOM, **kw):
+    args = dict(global_batch_size=4, seed=0)
     args.update(kw)
-    it, size = ip.build_pretrain_input(data_cfg or cfg(), **args)
+    it, size = ip.build_pretrain_input(data_cfg or cfg(), geometry, **args)
     batches = [next(it) for _ in range(n)]
     it.close()
     return batches, size
@@ -149,19 +152,19 @@ def test_bad_configs_raise():
     with pytest.raises(ValueError, match="unsupported dataset name 'kinetics'; supported: synthetic, mmact"):
         sources.get_source(cfg(name="kinetics"))
     with pytest.raises(ValueError, match="reads the synthetic data; read 'mmact' through"):
-        ip.build_pretrain_input(cfg(name="mmact"), global_batch_size=4, seed=0, **GEOM)
+        ip.build_pretrain_input(cfg(name="mmact"), GEOM, global_batch_size=4, seed=0)
     with pytest.raises(ValueError, match="divisible"):
-        ip.build_pretrain_input(cfg(), global_batch_size=5, seed=0, process_count=2, **GEOM)
+        ip.build_pretrain_input(cfg(), GEOM, global_batch_size=5, seed=0, process_count=2)
     with pytest.raises(ValueError, match="sensors"):
-        ip.build_pretrain_input(cfg(), global_batch_size=4, seed=0, **dict(GEOM, sensors=("barometer",)))
+        ip.build_pretrain_input(cfg(), dataclasses.replace(GEOM, sensors=("barometer",)), global_batch_size=4, seed=0)
     with pytest.raises(ValueError, match="split"):
-        ip.build_pretrain_input(cfg(split="train"), global_batch_size=4, seed=0, **GEOM)
+        ip.build_pretrain_input(cfg(split="train"), GEOM, global_batch_size=4, seed=0)
 
 
 def test_video_only_and_config_dict():
     ml_collections = pytest.importorskip("ml_collections")
     c = ml_collections.ConfigDict(cfg(split="novel"))
-    batches, size = take(1, data_cfg=c, **dict(GEOM, sensors=()))
+    batches, size = take(1, data_cfg=c, geometry=dataclasses.replace(GEOM, sensors=()))
     assert size == 10 * 2 * 1 * 2
     assert set(batches[0]) == {"video", "label", "index"}
     assert set(batches[0]["label"].tolist()) <= {synthetic.CLASS_TO_ID[n] for n in synthetic.NOVEL_CLASSES}
@@ -169,8 +172,8 @@ def test_video_only_and_config_dict():
 
 def test_repeated_sampling_draws_k_samples_per_clip():
     c = cfg(repeated_sampling=2)
-    it, n = ip.build_pretrain_input(c, num_frames=4, frame_stride=2, image_size=32, sensor_length=128,
-                                    sensors=("gyro",), global_batch_size=4, seed=0)
+    it, n = ip.build_pretrain_input(c, ClipGeometry(num_frames=4, frame_stride=2, image_size=32, sensor_length=128,
+                                                    sensors=("gyro",)), global_batch_size=4, seed=0)
     b = next(it)
     it.close()
     assert n == 2 * sources.get_source(cfg()).num_examples(())

@@ -68,11 +68,11 @@ def test_scanned_drop_path_uses_per_layer_rates_and_rngs():
     one = vit.Transformer(depth=1, **kw)  # a single layer has rate 0: stochastic == deterministic
     p1 = one.init({"params": jax.random.key(0)}, x)["params"]
     np.testing.assert_array_equal(one.apply({"params": p1}, x),
-                                  one.apply({"params": p1}, x, deterministic=False, rngs={"dropout": jax.random.key(1)}))
+                                  one.apply({"params": p1}, x, train=True, rngs={"dropout": jax.random.key(1)}))
     three = vit.Transformer(depth=3, **kw)  # rates 0, 0.25, 0.5
     p3 = three.init({"params": jax.random.key(0)}, x)["params"]
     det = three.apply({"params": p3}, x)
-    s1, s2 = (three.apply({"params": p3}, x, deterministic=False, rngs={"dropout": jax.random.key(k)}) for k in (1, 2))
+    s1, s2 = (three.apply({"params": p3}, x, train=True, rngs={"dropout": jax.random.key(k)}) for k in (1, 2))
     assert not np.allclose(det, s1) and not np.allclose(s1, s2)
     with pytest.raises(ValueError, match="block00..block01"):
         layer_stack.stack({"block00": {"w": np.zeros(2)}, "block02": {"w": np.zeros(2)}})

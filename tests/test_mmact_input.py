@@ -12,6 +12,7 @@ import mmact_tree as T  # noqa: E402
 from mumae_jax.trainers import pretraining  # noqa: E402
 from mumae_jax.data import input_pipeline as ip  # noqa: E402
 from mumae_jax.data import mmact_input, prepare_mmact, sensor_ops, sources  # noqa: E402
+from mumae_jax.data.geometry import ClipGeometry  # noqa: E402
 
 # Base classes of mumae_split3 (not its validation classes), subjects 1 and 2, cameras 1 and 4.
 ACTIONS = ("drinking", "running", "opening", "throwing", "talking")
@@ -43,7 +44,7 @@ def _cfg(prepared):
 
 
 def _build(prepared, **kw):
-    geometry = sources.ClipGeometry(num_frames=4, image_size=32, sensor_length=128, sensors=SENSORS, frame_stride=2)
+    geometry = ClipGeometry(num_frames=4, image_size=32, sensor_length=128, sensors=SENSORS, frame_stride=2)
     return sources.get_source(_cfg(prepared)).pretrain_input(geometry, **{"global_batch_size": 4, "seed": 0, **kw})
 
 

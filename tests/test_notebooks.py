@@ -93,7 +93,7 @@ def test_training_notebook_runs(tmp_path):
 
 def test_demo_notebook_runs(tmp_path):
     work = str(tmp_path / "demo")
-    oneshot = {"episodes.seq_len": 2, "episodes.image_size": 32, "episodes.resize_to": 36, "model.fused_dim": 64,
+    oneshot = {"episodes.num_frames": 2, "episodes.image_size": 32, "episodes.resize_to": 36, "model.fused_dim": 64,
                "model.channels": 16, "model.sensor_dim": 8, "data.num_subjects": 2, "data.num_sessions": 1,
                "data.num_cameras": 2, "total_tasks": 8, "evals.episodes.every_tasks": 8, "evals.episodes.val_episodes": 8,
                "evals.episodes.test_episodes": 8, "evals.episodes.batch_episodes": 8, "write_tensorboard": False, "progress_bar": False}

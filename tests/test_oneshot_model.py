@@ -12,6 +12,7 @@ from conftest import make_tiny_config
 from mumae_jax.core import sharding
 from mumae_jax.steps import episodic_step
 from mumae_jax.data import episode_input, episodes, splits, synthetic
+from mumae_jax.data.geometry import ClipGeometry
 from mumae_jax.models import cam, mae, oneshot
 from mumae_jax.steps.pretraining_step import dummy_inputs
 
@@ -20,7 +21,7 @@ SYN = {"name": "synthetic", "split": "novel", "num_subjects": 2, "num_sessions":
 
 def tiny_oneshot_config(**episodes_kw):
     c = oneshot_config.get_config("runlocal,init=random,recipe=paper")
-    c.episodes.update(seq_len=2, image_size=32, resize_to=36, **episodes_kw)
+    c.episodes.update(num_frames=2, image_size=32, resize_to=36, **episodes_kw)
     c.model.update(fused_dim=64, channels=16, sensor_dim=8, mae_drop_path=0.1, video_drop_path=0.1)
     return c
 
@@ -32,12 +33,13 @@ def build(c=None):
     return oneshot_training.build_model(c, make_tiny_config())
 
 
-def real_episodes(protocol="official", n=2, seq_len=2):
+def real_episodes(protocol="official", n=2, num_frames=2):
     ds = synthetic.SyntheticMMAct(num_subjects=2, num_sessions=1, num_cameras=2)
     lst = episodes.make_episode_list(ds.clips(synthetic.NOVEL_CLASSES), splits.mumae_split3(), part="novel",
                                      protocol=protocol, num_episodes=n, seed=0)
-    it = episode_input.build_episode_input(SYN, lst, sensors=synthetic.SENSORS, train=False, seq_len=seq_len,
-                                           image_size=32, resize_to=36)
+    geometry = ClipGeometry(num_frames=num_frames, image_size=32, resize_to=36, sensor_length=128,
+                            sensors=synthetic.SENSORS)
+    it = episode_input.build_episode_input(SYN, lst, geometry, train=False)
     out = [next(it) for _ in range(n)]
     it.close()
     return [{k: v for k, v in e.items() if k != "episode"} for e in out]
@@ -48,17 +50,22 @@ def test_every_stage_has_the_documented_shape_on_real_episodes(protocol, num_que
     model = build()
     ep = real_episodes(protocol, n=1)[0]
     n = 5 + num_query
-    variables = model.init({"params": jax.random.key(0)}, ep)
+    variables = jax.jit(model.init)({"params": jax.random.key(0)}, ep)  # jitted: one compilation, not one per op
     samples = oneshot.episode_samples(ep, ("video",) + model.sensors)
     assert samples["video"].shape == (n, 2, 32, 32, 3) and samples["gyro"].shape == (n, 128, 3)
-    u = model.apply(variables, samples, True, method=model.unimodal)
+
+    @jax.jit
+    def stages(variables, samples, ep):
+        mae_in = {s.name: samples[s.name] for s in model.mae.specs}
+        return (model.apply(variables, samples, False, method=model.unimodal),
+                model.apply(variables, mae_in, method=lambda m, x: m.mae(x)),
+                model.apply(variables, samples, method=model.features), model.apply(variables, ep))
+
+    u, rep, f, out = stages(variables, samples, ep)
     assert u["video"].shape == (n, 64) and all(u[s].shape == (n, 8) for s in model.sensors)
-    rep = model.apply(variables, {s.name: samples[s.name] for s in model.mae.specs}, method=lambda m, x: m.mae(x))
     assert rep.shape == (n, 64)
-    f = model.apply(variables, samples, method=model.features)
     assert f.shape == (n, 64)
     assert cam.to_channel_positions(f, 16).shape == (n, 16, 1, 2, 2)
-    out = model.apply(variables, ep)
     assert out["logits"].shape == (num_query, 5) and out["cls_scores"].shape == (num_query, 5, 4)
     assert out["global_logits"].shape == (num_query, 33, 4)
     assert np.isfinite(float(oneshot.episode_loss(out, ep)))
@@ -159,11 +166,11 @@ def test_pretrained_encoder_is_loaded_strictly():
     pcfg = make_tiny_config()
     pre = mae.from_config(pcfg)
     inputs, masks = dummy_inputs(pre.specs)
-    pparams = pre.init({"params": jax.random.key(7)}, inputs, masks)["params"]
+    pparams = jax.jit(pre.init)({"params": jax.random.key(7)}, inputs, masks)["params"]
     c = tiny_oneshot_config()
     c.init.update(mae="pretrained", video="mae")
     model = oneshot_training.build_model(c, pcfg)
-    params = model.init({"params": jax.random.key(0)}, real_episodes(n=1)[0])["params"]
+    params = jax.jit(model.init)({"params": jax.random.key(0)}, real_episodes(n=1)[0])["params"]
     new, report = oneshot_training.pretrained_params(c, params, pparams)
     np.testing.assert_array_equal(new["mae"]["encoder"]["block01"]["attn"]["qkv"]["kernel"],
                                   pparams["encoder"]["block01"]["attn"]["qkv"]["kernel"])
@@ -177,7 +184,7 @@ def test_pretrained_encoder_is_loaded_strictly():
     # a pretraining run of another width cannot silently leave the encoder random
     wide = make_tiny_config()
     wide.model.update(width=96, num_heads=2)
-    wparams = mae.from_config(wide).init({"params": jax.random.key(7)}, inputs, masks)["params"]
+    wparams = jax.jit(mae.from_config(wide).init)({"params": jax.random.key(7)}, inputs, masks)["params"]
     with pytest.raises(ValueError, match="encoder/block00/attn/qkv/kernel"):
         oneshot_training.pretrained_params(c, params, wparams)
 
@@ -217,19 +224,20 @@ def test_episode_head_on_clips_encoded_elsewhere_gives_the_models_logits():
     model's logits, so a list can be scored from one encoding per distinct clip."""
     model = build()
     ep = real_episodes("trx", n=1)[0]
-    variables = model.init({"params": jax.random.key(0)}, ep)
-    want = model.apply(variables, ep, with_global=False)["logits"]
+    variables = jax.jit(model.init)({"params": jax.random.key(0)}, ep)
+    want = jax.jit(lambda v, e: model.apply(v, e, with_global=False)["logits"])(variables, ep)
     samples = oneshot.episode_samples(ep, ("video",) + model.sensors)
     n = samples["video"].shape[0]
-    parts = [model.apply(variables, {k: v[a:b] for k, v in samples.items()}, True, method=model.encode)
-             for a, b in ((0, 3), (3, n))]  # two batches of other sizes than the episode's
-    encoded = {k: jnp.concatenate([e[k] for e in parts]) for k in parts[0]}
+    encode = jax.jit(lambda v, s: model.apply(v, s, False, method=model.encode))
+    parts = [encode(variables, {k: v[a:b] for k, v in samples.items()}) for a, b in ((0, 3), (3, n))]  # two
+    encoded = {k: jnp.concatenate([e[k] for e in parts]) for k in parts[0]}  # batches of other sizes than the episode's
     assert sorted(encoded) == sorted(("mae", "video") + model.sensors)
-    got = model.apply(variables, encoded, ep["support_labels"], method=model.classify)["logits"]
+    head = jax.jit(lambda v, e, labels: model.apply(v, e, labels, method=model.classify)["logits"])
+    got = head(variables, encoded, ep["support_labels"])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     # negative control: the head does mix the episode's clips (another support clip changes a query's logits)
     swapped = {k: v.at[0].set(v[1]) for k, v in encoded.items()}
-    moved = model.apply(variables, swapped, ep["support_labels"], method=model.classify)["logits"]
+    moved = head(variables, swapped, ep["support_labels"])
     assert np.abs(np.asarray(moved) - np.asarray(want)).max() > 1e-4
 
     # model.mae_dropout=1: in training every episode's R is zeroed before the fusion; eval keeps it
@@ -237,14 +245,14 @@ def test_episode_head_on_clips_encoded_elsewhere_gives_the_models_logits():
     c.model.update(mae_dropout=1.0, mae_drop_path=0.0, video_drop_path=0.0)  # rate 0: train encodes as eval
     dropped = build(c)
     train_kw = dict(rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
-    got = dropped.apply(variables, ep, train=True, **train_kw)[0]["logits"]
+    got = jax.jit(lambda v, e: dropped.apply(v, e, train=True, **train_kw)[0]["logits"])(variables, ep)
     labels = (ep["support_labels"], ep["query_labels"], True)
-    zeroed = dropped.apply(variables, {**encoded, "mae": 0 * encoded["mae"]}, *labels, method=dropped.classify,
-                           **train_kw)[0]["logits"]
-    kept = dropped.apply(variables, encoded, *labels, method=dropped.classify, **train_kw)[0]["logits"]
+    train_head = jax.jit(lambda v, e: dropped.apply(v, e, *labels, method=dropped.classify, **train_kw)[0]["logits"])
+    zeroed, kept = train_head(variables, {**encoded, "mae": 0 * encoded["mae"]}), train_head(variables, encoded)
     np.testing.assert_allclose(got, zeroed, rtol=1e-4, atol=1e-5)
     assert np.abs(np.asarray(kept) - np.asarray(zeroed)).max() > 1e-4  # R matters when kept
-    np.testing.assert_array_equal(dropped.apply(variables, ep, with_global=False)["logits"], want)  # eval: kept
+    evaluated = jax.jit(lambda v, e: dropped.apply(v, e, with_global=False)["logits"])(variables, ep)
+    np.testing.assert_array_equal(evaluated, want)  # eval: kept
 
 
 def test_mae_pooling_modality_gives_one_block_per_modality_to_the_fusion():

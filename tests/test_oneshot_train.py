@@ -18,8 +18,8 @@ from mumae_jax.data import episodes as E
 
 def tiny(pre_workdir, **kw):
     c = oneshot_config.get_config("runlocal,recipe=paper")  # official episodes and SGD: the loop as in the paper
-    c.init.pretrain_workdir = pre_workdir
-    c.episodes.update(seq_len=2, image_size=32, resize_to=36)
+    c.model_init = pre_workdir
+    c.episodes.update(num_frames=2, image_size=32, resize_to=36)
     c.model.update(fused_dim=64, channels=16, sensor_dim=8)
     c.data.update(num_subjects=2, num_sessions=1, num_cameras=2)
     c.tasks_per_batch = 8
@@ -48,7 +48,7 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
     res = oneshot_training.train_and_evaluate(c, w)
     assert res["step"] == 3 and not res["preempted"]
     init = json.load(open(os.path.join(w, "init_report.json")))
-    assert init["pretrain_step"] == 2 and len(init["mae"]["loaded"]) > 20 and len(init["video"]["loaded"]) > 20
+    assert init["model_init"] == pre_workdir and init["step"] == 2 and len(init["mae"]["loaded"]) > 20 and len(init["video"]["loaded"]) > 20
     evals = [r for r in metrics.read_jsonl(os.path.join(w, "metrics.jsonl")) if "val_accuracy" in r]
     assert [r["step"] for r in evals] == [1, 2, 3]
     assert all(0 <= r["val_accuracy"] <= 100 and 0 <= r["test_accuracy"] <= 100 for r in evals)
@@ -111,7 +111,7 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
 
 def test_random_init_needs_no_pretraining_run_and_pretrained_init_needs_one(tmp_path):
     c = tiny("")
-    with pytest.raises(ValueError, match="pretrain_workdir"):
+    with pytest.raises(ValueError, match="need config.model_init"):
         oneshot_training.train_and_evaluate(c, str(tmp_path / "a"))
     assert not (tmp_path / "a").exists()  # a failed start leaves no workdir behind
     # a non-finite loss stops the run naming the step, with no checkpoint of it or later

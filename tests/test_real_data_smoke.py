@@ -28,6 +28,7 @@ import mmact_tree as T  # noqa: E402
 from mumae_jax.data import input_pipeline as ip  # noqa: E402
 from mumae_jax.data import mmact_input, mmact_tfds, prepare_mmact, sensor_ops  # noqa: E402
 from mumae_jax.data import splits as S  # noqa: E402
+from mumae_jax.data.geometry import ClipGeometry  # noqa: E402
 
 SENSORS = R.SENSORS  # ("acc_watch", "gyro")
 SHORT_SIDE = 64
@@ -132,9 +133,9 @@ def test_tfds_splits_and_examples(env, builder):
 def test_pretrain_pipeline_on_real_data(env, builder):
     cfg = {"name": "mmact", "split": "pretrain_train", "dir": str(env["out"]), "tfds_dir": "",
            "split_config": "mumae_split3", "class_split_file": "", "shuffle": True}
-    it, n = mmact_input.build_mmact_pretrain_input(cfg, num_frames=NUM_FRAMES, frame_stride=STRIDE,
-                                                   image_size=IMAGE_SIZE, sensor_length=SENSOR_LENGTH, sensors=SENSORS,
-                                                   global_batch_size=BATCH, seed=0)
+    geometry = ClipGeometry(num_frames=NUM_FRAMES, frame_stride=STRIDE, image_size=IMAGE_SIZE,
+                            sensor_length=SENSOR_LENGTH, sensors=SENSORS)
+    it, n = mmact_input.build_mmact_pretrain_input(cfg, geometry, global_batch_size=BATCH, seed=0)
     try:
         batches = [next(it) for _ in range(2)]
     finally:
@@ -180,8 +181,8 @@ def test_episode_pipeline_on_real_data(env, builder):
     elist = episodes.make_episode_list(records, None, way=3, shot=1, num_episodes=2, seed=0)
     cfg = {"name": "mmact", "dir": str(env["out"]), "tfds_dir": "", "split_config": "mumae_split3",
            "class_split_file": ""}
-    it = episode_input.build_episode_input(cfg, elist, sensors=SENSORS, train=False, split="meta_train",
-                                           seq_len=4, image_size=48, resize_to=56)
+    geometry = ClipGeometry(num_frames=4, image_size=48, resize_to=56, sensor_length=128, sensors=SENSORS)
+    it = episode_input.build_episode_input(cfg, elist, geometry, train=False, split="meta_train")
     try:
         got = [next(it) for _ in range(2)]
     finally:

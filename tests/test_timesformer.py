@@ -194,15 +194,15 @@ def test_deterministic_and_drop_path(ts_params):
     params = ts_params
     params = {**params, "block01": {**params["block01"],
                                     "temporal_fc": {"kernel": 0.1 * jnp.eye(W), "bias": jnp.zeros(W)}}}
-    apply = jax.jit(lambda v, det, key: model.apply({"params": params}, v, det, rngs={"dropout": key}),
+    apply = jax.jit(lambda v, train, key: model.apply({"params": params}, v, train, rngs={"dropout": key}),
                     static_argnums=1)
-    det = np.asarray(apply(video, True, jax.random.key(1)))
-    np.testing.assert_array_equal(np.asarray(apply(video, True, jax.random.key(2))), det)
-    a, b = np.asarray(apply(video, False, jax.random.key(1))), np.asarray(apply(video, False, jax.random.key(2)))
+    det = np.asarray(apply(video, False, jax.random.key(1)))
+    np.testing.assert_array_equal(np.asarray(apply(video, False, jax.random.key(2))), det)
+    a, b = np.asarray(apply(video, True, jax.random.key(1))), np.asarray(apply(video, True, jax.random.key(2)))
     assert np.abs(a - det).max() > 1e-4 and np.abs(a - b).max() > 1e-4
-    np.testing.assert_array_equal(np.asarray(apply(video, False, jax.random.key(1))), a)
+    np.testing.assert_array_equal(np.asarray(apply(video, True, jax.random.key(1))), a)
     with pytest.raises(flax.errors.InvalidRngError):
-        jax.eval_shape(lambda p: model.apply({"params": p}, video, deterministic=False), params)
+        jax.eval_shape(lambda p: model.apply({"params": p}, video, train=True), params)
 
 
 @pytest.fixture(scope="module")

@@ -175,13 +175,13 @@ def run_oneshot(config, name: str, workdir: epath.Path, episodes_file: str) -> d
     o.seed = config.seed
     o.model.fusion = row.fusion
     random = not config.conditions[row.init].pretrain
-    o.init.update(pretrain_workdir=str(workdir / row.init / "pretrain"), mae="random" if random else "pretrained",
-                  video="random" if random else "mae")
+    o.model_init = str(workdir / row.init / "pretrain")
+    o.init.update(mae="random" if random else "pretrained", video="random" if random else "mae")
     o.evals.episodes.test_list = episodes_file
     if config.data_dir:
         o.data.dir = config.data_dir
     settings = _settings(oneshot=o, init=condition_config(config, row.init))
-    for k in ("oneshot.init.pretrain_workdir", "oneshot.evals.episodes.test_list"):  # paths inside the workdir, which may move
+    for k in ("oneshot.model_init", "oneshot.evals.episodes.test_list"):  # paths inside the workdir, which may move
         settings.pop(k)
     result = _cached(out / "result.json", settings, {"name": name, "label": row.label})
     if "report" not in result:

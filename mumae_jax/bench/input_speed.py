@@ -36,10 +36,11 @@ def _define_flags():
 def measure(config, batches: int, warmup: int) -> dict:
     """Times `batches` batches of the pretraining input after `warmup` batches."""
     from mumae_jax.data import sources
+    from mumae_jax.data.geometry import ClipGeometry
     from mumae_jax.models import modality
 
     specs = modality.specs_from_config(tuple(config.modalities), config.modality)
-    geometry = sources.ClipGeometry.from_specs(specs, config.input.frame_stride)
+    geometry = ClipGeometry.from_specs(specs, config.input.frame_stride)
     sensors, frames, size = geometry.sensors, geometry.num_frames, geometry.image_size
     it, num_examples = sources.get_source(config.data).pretrain_input(
         geometry, global_batch_size=config.batch_size, seed=config.seed, augment=config.get("augment"))
@@ -61,16 +62,17 @@ def measure(config, batches: int, warmup: int) -> dict:
             "date": time.strftime("%Y-%m-%d")}
 
 
-def measure_episodes(config, episodes_n: int, warmup: int, seq_len: int = 8, image_size: int = 224) -> dict:
+def measure_episodes(config, episodes_n: int, warmup: int, num_frames: int = 8, image_size: int = 224) -> dict:
     """Times `episodes_n` evaluation episodes (5-way 1-shot, 1 query) of the config's data."""
     from mumae_jax.data import episodes, sources, splits
+    from mumae_jax.data.geometry import ClipGeometry
     from mumae_jax.models import kinds
 
     sensors = tuple(n for n in config.modalities if not kinds.get(config.modality[n].kind).frames)
     source = sources.get_source(config.data)
     elist = episodes.make_episode_list(source.records(), splits.mumae_split3(), part="novel",
                                        num_episodes=episodes_n + warmup, seed=config.seed)
-    geometry = sources.ClipGeometry(num_frames=seq_len, image_size=image_size, sensor_length=128, sensors=sensors)
+    geometry = ClipGeometry(num_frames=num_frames, image_size=image_size, sensor_length=128, sensors=sensors)
     it = source.episode_input(elist, geometry, part="novel", train=False)
     try:
         for _ in range(warmup):
@@ -82,9 +84,9 @@ def measure_episodes(config, episodes_n: int, warmup: int, seq_len: int = 8, ima
     finally:
         it.close()
     clips = episodes_n * 6
-    return {"pipeline": f"episodes/{source.name}", "batch_size": 6, "frames_per_clip": seq_len,
+    return {"pipeline": f"episodes/{source.name}", "batch_size": 6, "frames_per_clip": num_frames,
             "image_size": image_size, "sensors": len(sensors), "batches": episodes_n, "seconds": elapsed,
-            "clips_per_sec": clips / elapsed, "frames_per_sec": clips * seq_len / elapsed,
+            "clips_per_sec": clips / elapsed, "frames_per_sec": clips * num_frames / elapsed,
             "episodes_per_sec": episodes_n / elapsed, "cpus": os.cpu_count(), "machine": platform.machine(),
             "date": time.strftime("%Y-%m-%d")}
 

@@ -14,7 +14,7 @@ models are selected on VALIDATION classes and evaluated on a fixed, saved test e
 Arguments (`--config=configs/oneshot.py:runlocal,init=random`):
   data=synthetic|mmact   embedded synthetic data (default) or prepared MMAct (set data.dir).
   init=pretrained|random the MAE encoder (and TimeSformer) from `model_init` (a pretraining workdir or
-                         a converted checkpoint; `init.pretrain_workdir` is the older name), or random.
+                         a converted checkpoint), or random.
   runlocal               tiny CPU run (4 frames of 64², 8 tasks/update, small eval lists).
   recipe=measured|paper  runlocal only: 'measured' (default) is what learns within a CPU budget
                          (docs/transfer.md): Adam (lr 1e-3) on the new parts (sensor CNNs, fusion,
@@ -26,7 +26,7 @@ Arguments (`--config=configs/oneshot.py:runlocal,init=random`):
 
 Commands:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/pre
-  python main.py --config=configs/oneshot.py:runlocal --config.init.pretrain_workdir=/tmp/pre \\
+  python main.py --config=configs/oneshot.py:runlocal --config.model_init=/tmp/pre \\
       --workdir=/tmp/oneshot
   2-core CPU, recipe=measured: under 9 min (100 updates of 8 tasks, 4 validation evaluations of 200
   episodes, 300 test episodes; the same training as a row of configs/ablations.py:runlocal, which took
@@ -54,13 +54,14 @@ def get_config(arg=None):
     c.seed = 0
 
     # ---- initialisation ----
-    # model_init (older name: init.pretrain_workdir): a pretraining workdir (config.json + checkpoints/)
-    # or a converted checkpoint (python -m mumae_jax.weights.convert); its config gives the MAE
-    # encoder's size and modalities. Without it (init=random only), `pretrain_config` (arguments of
+    # model_init: a pretraining workdir (config.json + checkpoints/) or a converted checkpoint
+    # (python -m mumae_jax.weights.convert), at step model_init_step (-1: the latest), as in
+    # configs/pretrain.py; its config gives the MAE encoder's size and modalities. Without it (init=random only), `pretrain_config` (arguments of
     # configs/pretrain.py) gives the architecture.
-    c.init = dict(mae=arg.init, video="mae" if arg.init == "pretrained" else "random", pretrain_workdir="",
-                  pretrain_step=-1, pretrain_config="variant=S", tube_to_patch="sum")
+    c.init = dict(mae=arg.init, video="mae" if arg.init == "pretrained" else "random",
+                  pretrain_config="variant=S", tube_to_patch="sum")
     c.model_init = ""
+    c.model_init_step = -1
 
     # ---- model (docs/official_code.md §3.2-3.3) ----
     c.model = dict(mae_drop_path=0.1, video_drop_path=0.1, video_variant="", sensor_layout="transpose",
@@ -76,7 +77,7 @@ def get_config(arg=None):
     c.sensors = SENSORS
 
     # ---- episodes ----
-    c.episodes = dict(way=5, shot=1, protocol="official", queries=1, seq_len=8, image_size=224, resize_to=256,
+    c.episodes = dict(way=5, shot=1, protocol="official", queries=1, num_frames=8, image_size=224, resize_to=256,
                       sensor_length=128, distinct_instances=True)
 
     # ---- optimisation (docs/official_code.md §3.4) ----
@@ -113,7 +114,7 @@ def get_config(arg=None):
 
     if arg.runlocal:
         c.init.pretrain_config = "runlocal"
-        c.episodes.update(seq_len=4, image_size=64, resize_to=72)
+        c.episodes.update(num_frames=4, image_size=64, resize_to=72)
         c.model.update(fused_dim=192, channels=48, sensor_dim=32)
         c.tasks_per_batch = 8
         c.total_tasks = 320

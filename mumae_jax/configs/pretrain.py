@@ -144,7 +144,7 @@ def get_config(arg=None):
     # (mumae_jax/evaluators/common.py; every_steps=0: off; when on, also at the last step)
     # fewshot: frozen-encoder few-shot probes on the current params (mumae_jax/evaluators/frozen.py) over a
     # fixed list of `num_episodes` 5-way 1-shot episodes of the `part` classes (drawn once, `seed`);
-    # seq_len=0: the pretraining num_frames (must be a multiple of the tubelet's 2 frames).
+    # num_frames=0: the pretraining num_frames (must be a multiple of the tubelet's 2 frames).
     # modalities: comma-separated groups, one encoder each (all, video, sensors, names joined by '+');
     # metrics fewshot/<probe>_* for 'all', fewshot/<group>/<probe>_* for the others. pooling: mean (official)
     # or modality; feature_depth: 0 = every block, k = the first k blocks; queries per episode (0: one per
@@ -152,7 +152,7 @@ def get_config(arg=None):
     # pictures: reconstruction pictures of clip `example` of the data order (the same clip each time) in
     # <workdir>/pictures (needs the viz extra; older name: pictures_every_steps)
     c.evals = dict(fewshot=dict(type="fewshot", every_steps=0, part="validation", num_episodes=200, seed=0,
-                                probes=("prototype", "ridge"), seq_len=0, batch_size=32, modalities="all",
+                                probes=("prototype", "ridge"), num_frames=0, batch_size=32, modalities="all",
                                 pooling="mean", feature_depth=0, protocol="official", queries=0),
                    pictures=dict(type="pictures", every_steps=0, example=0))
 

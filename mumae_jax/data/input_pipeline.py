@@ -15,12 +15,13 @@ import atexit
 import functools
 import gc
 import weakref
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
 
 from mumae_jax.data import sensor_ops, sensor_ops_tf, splits, synthetic, video_ops
+from mumae_jax.data.geometry import ClipGeometry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -162,8 +163,6 @@ def augment_options(augment: Any) -> dict:
 def augment_sensors_tf(raw: Mapping[str, Any], example_seed, augment: Mapping, sensor_length: int) -> dict:
     """{name: raw values [L, 3]} → {name: float32 [sensor_length, 3]}: `augment_sensor` (per-sensor
     seeds split from example_seed [2]), then the official preprocessing."""
-    from mumae_jax.data import sensor_ops_tf
-
     names = list(raw)
     seeds = tf.unstack(tf.random.experimental.stateless_split(example_seed, len(names)))
     out = {}
@@ -179,9 +178,11 @@ def sensors_augmented(augment: Mapping) -> bool:
     return float(augment["sensor_time_crop"]) < 1.0 or float(augment["sensor_rotation_deg"]) > 0.0
 
 
-def check_batch_geometry(*, num_frames: int, frame_stride: int, image_size: int, sensor_length: int,
-                         global_batch_size: int, start_step: int, process_index: int, process_count: int) -> None:
+def check_batch_geometry(geometry: ClipGeometry, *, global_batch_size: int, start_step: int, process_index: int,
+                         process_count: int) -> None:
     """ValueError naming a bad batch/process split or clip geometry (both pretraining input builders)."""
+    num_frames, frame_stride, image_size = geometry.num_frames, geometry.frame_stride, geometry.image_size
+    sensor_length = geometry.sensor_length
     if global_batch_size < 1 or process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"bad batch/process geometry: global_batch_size={global_batch_size}, "
                          f"process_index={process_index}, process_count={process_count}")
@@ -193,11 +194,11 @@ def check_batch_geometry(*, num_frames: int, frame_stride: int, image_size: int,
                          f"image_size={image_size}, sensor_length={sensor_length}, start_step={start_step}")
 
 
-def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_size: int,
-                         sensor_length: int, sensors: Sequence[str], global_batch_size: int,
-                         seed: int, start_step: int = 0, process_index: int = 0,
-                         process_count: int = 1, augment: Any = None) -> tuple[Iterator[dict[str, np.ndarray]], int]:
-    """Returns (iterator of host-local numpy batches, number of examples in the split).
+def build_pretrain_input(data_cfg, geometry: ClipGeometry, *, global_batch_size: int, seed: int, start_step: int = 0,
+                         process_index: int = 0, process_count: int = 1,
+                         augment: Any = None) -> tuple[Iterator[dict[str, np.ndarray]], int]:
+    """Returns (iterator of host-local numpy batches, number of examples in the split); clips as `geometry` says
+    (`num_frames` frames `frame_stride` apart, `image_size`², `sensors` resampled to `sensor_length`).
 
     Batch (B = global_batch_size // process_count):
       'video'  float32 [B, num_frames, image_size, image_size, 3], ImageNet-normalised;
@@ -207,13 +208,13 @@ def build_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_
     (`augment_options`; None: no augmentation beyond the random frame offset, as before; prepared MMAct
     always has the official multi-scale crop).
     """
-    check_batch_geometry(num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
-                         sensor_length=sensor_length, global_batch_size=global_batch_size, start_step=start_step,
+    check_batch_geometry(geometry, global_batch_size=global_batch_size, start_step=start_step,
                          process_index=process_index, process_count=process_count)
+    num_frames, frame_stride, image_size = geometry.num_frames, geometry.frame_stride, geometry.image_size
+    sensor_length, sensors = geometry.sensor_length, geometry.sensors
     if _check_name(data_cfg) != "synthetic":
         raise ValueError(f"input_pipeline.build_pretrain_input reads the synthetic data; read {data_cfg['name']!r} "
                          "through mumae_jax.data.sources.get_source(config.data).pretrain_input")
-    sensors = tuple(sensors)
     augment = augment_options(augment)
     bad = [s for s in sensors if s not in synthetic.SENSORS]
     if bad:

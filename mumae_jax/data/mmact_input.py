@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mumae_jax.data import mmact_tfds, sensor_ops_tf, video_ops
+from mumae_jax.data.geometry import ClipGeometry
 
 
 def _field(cfg, key, default=None):
@@ -53,26 +54,23 @@ def open_split(data_cfg, sensors: Sequence[str]):
     return source, builder.info.features
 
 
-def build_mmact_pretrain_input(data_cfg, *, num_frames: int, frame_stride: int, image_size: int,
-                               sensor_length: int, sensors: Sequence[str], global_batch_size: int, seed: int,
-                               start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                               augment=None):
+def build_mmact_pretrain_input(data_cfg, geometry: ClipGeometry, *, global_batch_size: int, seed: int,
+                               start_step: int = 0, process_index: int = 0, process_count: int = 1, augment=None):
     """Same contract as `input_pipeline.build_pretrain_input` (returns (batch iterator, num examples)).
 
     The video always gets the official multi-scale crop (augment.video_crop='none' is refused)."""
     from mumae_jax.data import input_pipeline  # shared index logic and iterator type
 
-    input_pipeline.check_batch_geometry(num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
-                                        sensor_length=sensor_length, global_batch_size=global_batch_size,
-                                        start_step=start_step, process_index=process_index,
-                                        process_count=process_count)
+    input_pipeline.check_batch_geometry(geometry, global_batch_size=global_batch_size, start_step=start_step,
+                                        process_index=process_index, process_count=process_count)
+    num_frames, frame_stride, image_size = geometry.num_frames, geometry.frame_stride, geometry.image_size
+    sensor_length, sensors = geometry.sensor_length, geometry.sensors
     augment = input_pipeline.augment_options({"video_crop": "multiscale"} if augment is None else augment)
     if augment["video_crop"] != "multiscale":
         raise ValueError("prepared MMAct's pretraining input always uses the official multi-scale crop: "
                          "set augment.video_crop='multiscale' (configs/pretrain.py does for data=mmact)")
     raw_sensors = input_pipeline.sensors_augmented(augment)
 
-    sensors = tuple(sensors)
     source, features = open_split(data_cfg, sensors)
     repeats = input_pipeline.repeated_sampling(data_cfg)
     n_clips = len(source)

@@ -4,66 +4,22 @@ A source gives everything a stage reads from a dataset: its clip records, its cl
 pretraining examples, the pretraining input, the episode input and the clip input of the evaluators. The
 embedded synthetic data (`SyntheticSource`) and prepared MMAct (`MmactSource`) are its two implementations;
 a new dataset is one more subclass in `SOURCES`. What a clip becomes (frames, size, sensor length, sensors)
-travels as one frozen `ClipGeometry`.
+travels as one frozen `ClipGeometry` (`data/geometry.py`) into every input builder.
 
 Parts of the class split and where prepared MMAct keeps their clips (`PART_SPLITS`): base -> TFDS split
 meta_train, validation -> meta_val, novel -> meta_test.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from mumae_jax.data import episodes as E
 from mumae_jax.data import splits
+from mumae_jax.data.geometry import ClipGeometry
 
 PART_SPLITS = {"base": "meta_train", "validation": "meta_val", "novel": "meta_test"}
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipGeometry:
-    """What one clip becomes: `num_frames` frames of `image_size`² (pretraining: every `frame_stride`-th frame;
-    episodes: resized to `resize_to` then centre-cropped) and each of `sensors` as [sensor_length, 3]."""
-
-    num_frames: int
-    image_size: int
-    sensor_length: int
-    sensors: tuple[str, ...]
-    frame_stride: int = 2
-    resize_to: int = 0  # 0: round(image_size · 256 / 224), the official 224 -> 256 ratio
-
-    def __post_init__(self):
-        object.__setattr__(self, "sensors", tuple(self.sensors))
-        if not self.resize_to:
-            object.__setattr__(self, "resize_to", round(self.image_size * 256 / 224))
-
-    @classmethod
-    def from_specs(cls, specs, frame_stride: int = 2) -> "ClipGeometry":
-        """The geometry a pretraining model's modality specs fix (one frame modality; series of one length)."""
-        from mumae_jax.models import kinds
-
-        video = [s for s in specs if kinds.of(s).frames]
-        series = [s for s in specs if not kinds.of(s).frames]
-        if len(video) != 1:
-            raise ValueError("the pretraining input pipeline feeds exactly one video modality")
-        lengths = {s.input_shape[0] for s in series}
-        if len(lengths) > 1:
-            raise ValueError(f"all sensor modalities must have the same length, got {sorted(lengths)}")
-        return cls(num_frames=video[0].input_shape[0], image_size=video[0].input_shape[1],
-                   sensor_length=lengths.pop() if lengths else 128, sensors=tuple(s.name for s in series),
-                   frame_stride=frame_stride)
-
-    def episode_kwargs(self) -> dict:
-        """The geometry keywords of `episode_input.build_episode_input` / `build_clip_input`."""
-        return dict(sensors=self.sensors, seq_len=self.num_frames, image_size=self.image_size,
-                    resize_to=self.resize_to, sensor_length=self.sensor_length)
-
-    def pretrain_kwargs(self) -> dict:
-        """The geometry keywords of the pretraining input builders."""
-        return dict(num_frames=self.num_frames, frame_stride=self.frame_stride, image_size=self.image_size,
-                    sensor_length=self.sensor_length, sensors=self.sensors)
 
 
 def _plain(cfg) -> dict:
@@ -104,17 +60,16 @@ class DataSource:
         `episode_input.build_episode_input`."""
         from mumae_jax.data import episode_input
 
-        return episode_input.build_episode_input(self.cfg, episode_list, train=train, seed=seed,
-                                                 split=PART_SPLITS[part], start=start, repeat=repeat,
-                                                 **geometry.episode_kwargs())
+        return episode_input.build_episode_input(self.cfg, episode_list, geometry, train=train, seed=seed,
+                                                 split=PART_SPLITS[part], start=start, repeat=repeat)
 
     def clip_input(self, clip_names: Sequence[str], geometry: ClipGeometry, *, part: str,
                    batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Batches of single clips processed as evaluation-episode clips; see `episode_input.build_clip_input`."""
         from mumae_jax.data import episode_input
 
-        return episode_input.build_clip_input(self.cfg, clip_names, split=PART_SPLITS[part], batch_size=batch_size,
-                                              **geometry.episode_kwargs())
+        return episode_input.build_clip_input(self.cfg, clip_names, geometry, split=PART_SPLITS[part],
+                                              batch_size=batch_size)
 
 
 class SyntheticSource(DataSource):
@@ -135,7 +90,7 @@ class SyntheticSource(DataSource):
     def pretrain_input(self, geometry, **kw):
         from mumae_jax.data import input_pipeline
 
-        return input_pipeline.build_pretrain_input(self.cfg, **geometry.pretrain_kwargs(), **kw)
+        return input_pipeline.build_pretrain_input(self.cfg, geometry, **kw)
 
 
 class MmactSource(DataSource):
@@ -156,7 +111,7 @@ class MmactSource(DataSource):
     def pretrain_input(self, geometry, **kw):
         from mumae_jax.data import mmact_input
 
-        return mmact_input.build_mmact_pretrain_input(self.cfg, **geometry.pretrain_kwargs(), **kw)
+        return mmact_input.build_mmact_pretrain_input(self.cfg, geometry, **kw)
 
 
 SOURCES = {cls.name: cls for cls in (SyntheticSource, MmactSource)}

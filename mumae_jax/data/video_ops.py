@@ -105,10 +105,10 @@ def pretrain_frame_indices(num_frames_in_video, num_frames: int = 16, stride: in
     raise ValueError(f"unknown pad_mode {pad_mode!r} (expected 'official' or 'clip')")
 
 
-def episode_frame_window(n, seq_len: int = 8, seed=None):
+def episode_frame_window(n, num_frames: int = 8, seed=None):
     """(start, end) int32 scalars of the TRX-style window used by `episode_frame_indices`."""
     n = tf.cast(n, tf.int32)
-    pad = tf.maximum(0, tf.minimum(5, (n - seq_len) // 2))  # = int(min(5, (n - seq_len) / 2)) when >= 0
+    pad = tf.maximum(0, tf.minimum(5, (n - num_frames) // 2))  # = int(min(5, (n - num_frames) / 2)) when >= 0
     if seed is None:
         start, end = pad // 2, n - 1 - pad // 2
     else:
@@ -118,22 +118,22 @@ def episode_frame_window(n, seq_len: int = 8, seed=None):
     return start, end
 
 
-def episode_frame_indices(n, seq_len: int = 8, seed=None) -> tf.Tensor:
-    """One-shot TRX-style linspace sampling (docs/official_code.md §1.5) → int32 [seq_len].
+def episode_frame_indices(n, num_frames: int = 8, seed=None) -> tf.Tensor:
+    """One-shot TRX-style linspace sampling (docs/official_code.md §1.5) → int32 [num_frames].
 
-    pad = int(min(5, (n - seq_len) / 2)). If pad < 1 (this covers n == seq_len, where it takes every
+    pad = int(min(5, (n - num_frames) / 2)). If pad < 1 (this covers n == num_frames, where it takes every
     frame): start = 0, end = n - 1. Otherwise with a seed (training, and the official test time, which
     is random too): start ~ U{0..pad}, end ~ U{n-1-pad..n-1}; with seed=None (our deterministic
     evaluation, not in the official code): the centre of those ranges, start = pad // 2,
-    end = n - 1 - pad // 2. Indices are floor(linspace(start, end, seq_len)).
-    n < seq_len also works: pad < 1 and linspace(0, n - 1, seq_len) repeats frames. n >= 1 (asserted).
+    end = n - 1 - pad // 2. Indices are floor(linspace(start, end, num_frames)).
+    n < num_frames also works: pad < 1 and linspace(0, n - 1, num_frames) repeats frames. n >= 1 (asserted).
     """
     n = tf.cast(n, tf.int32)
     check = tf.debugging.assert_positive(n, message="video has no frames (n == 0)")
     with tf.control_dependencies([check]):
         n = tf.identity(n)
-    start, end = episode_frame_window(n, seq_len, seed)
-    return linspace_floor(start, end, seq_len)
+    start, end = episode_frame_window(n, num_frames, seed)
+    return linspace_floor(start, end, num_frames)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 A learned feature is worth something only if it beats what the raw inputs already give. For each
 episode of a fixed list this command builds, per clip:
 
-  video    the clip exactly as the frozen evaluators feed it (evaluation transform: `seq_len` frames,
+  video    the clip exactly as the frozen evaluators feed it (evaluation transform: `num_frames` frames,
            resize to `resize_to`, centre crop `image_size`, values in [0, 1]), flattened:
-           [seq_len · image_size² · 3];
+           [num_frames · image_size² · 3];
   sensors  every sensor stream as the model gets it (min-max normalised, resampled to `sensor_length`),
            concatenated: [n_sensors · sensor_length · 3];
   all      both blocks, each L2-normalised, concatenated (each modality group weighs the same);
@@ -30,6 +30,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from etils import epath
 
+from mumae_jax.data.geometry import ClipGeometry
 from mumae_jax.data.sources import PART_SPLITS
 from mumae_jax.evaluators import fewshot_probes, frozen, frozen_features
 from mumae_jax.core.config_files import load_config_file, packaged, split_overrides
@@ -39,19 +40,14 @@ GROUPS = ("video", "sensors", "all")
 DEFAULT_PROBES = ("prototype", "ridge")
 
 
-def sensor_names(pretrain_config) -> tuple[str, ...]:
-    return tuple(n for n in pretrain_config.modalities if pretrain_config.modality[n]["kind"] == "sensor")
-
-
-def raw_features(data_cfg, clip_names: Sequence[str], sensors: Sequence[str], geometry: Mapping[str, int], *,
-                 split: str = "meta_test", batch_size: int = 32) -> dict[str, np.ndarray]:
+def raw_features(data_cfg, clip_names: Sequence[str], geometry: ClipGeometry, *, split: str = "meta_test",
+                 batch_size: int = 32) -> dict[str, np.ndarray]:
     """{"video": float32 [n, T·S·S·3], "sensors": float32 [n, len(sensors)·L·3]} for `clip_names`
-    (in that order), read through the evaluators' clip input."""
+    (in that order), read through the evaluators' clip input as `geometry` says (its `sensors`, in order)."""
     from mumae_jax.data import episode_input  # TensorFlow is imported only here
 
-    it = episode_input.build_clip_input(data_cfg, clip_names, sensors=tuple(sensors), batch_size=batch_size,
-                                        split=split, **geometry)
-    n = len(clip_names)
+    it = episode_input.build_clip_input(data_cfg, clip_names, geometry, batch_size=batch_size, split=split)
+    sensors, n = geometry.sensors, len(clip_names)
     out: dict[str, Optional[np.ndarray]] = {"video": None, "sensors": None}
     try:
         for b in it:
@@ -102,11 +98,10 @@ def evaluate_anchors(pretrain_config, episode_list: Sequence[E.Episode], *, grou
         raise ValueError(f"anchor groups must be among {GROUPS}, got {list(groups)}")
     geo = frozen_features.default_geometry(pretrain_config, **geometry)
     names = sorted({c for e in episode_list for c in (*e.support, *e.query)})
-    raw = raw_features(frozen_features._plain(pretrain_config.data), names, sensor_names(pretrain_config), geo,
-                       split=split, batch_size=batch_size)
+    raw = raw_features(frozen_features._plain(pretrain_config.data), names, geo, split=split, batch_size=batch_size)
     out: dict[str, Any] = {g: evaluate_features(group_features(raw, g), names, episode_list, probes=probes)
                            for g in groups}
-    out.update(geometry=geo, num_clips=len(names), num_queries=sum(len(e.query) for e in episode_list),
+    out.update(geometry=geo.as_dict(), num_clips=len(names), num_queries=sum(len(e.query) for e in episode_list),
                seconds=time.perf_counter() - t0)
     return out
 
@@ -138,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shot", type=int, default=1, help="support clips per class (default: 1)")
     p.add_argument("--modalities", default=",".join(GROUPS), help="anchor rows (default: %(default)s)")
     p.add_argument("--probes", default=",".join(DEFAULT_PROBES), help="probes (default: %(default)s)")
-    p.add_argument("--seq_len", type=int, default=0, help="frames per clip (0: the config's)")
+    p.add_argument("--num_frames", type=int, default=0, help="frames per clip (0: the config's)")
     p.add_argument("--image_size", type=int, default=0, help="frame size (0: the config's)")
     p.add_argument("--save_episodes", default="",
                    help="write the drawn episode list here, to evaluate encoders on the same episodes")
@@ -160,7 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.save_episodes:
             E.save_episode_list(a.save_episodes, elist)
     res = evaluate_anchors(config, elist, groups=groups, probes=probes,
-                           split=PART_SPLITS[a.part], seq_len=a.seq_len,
+                           split=PART_SPLITS[a.part], num_frames=a.num_frames,
                            image_size=a.image_size)
     print(f"{a.config}: {len(elist)} episodes, {res['num_queries']} queries, {res['num_clips']} clips, "
           f"{res['seconds']:.0f} s")

@@ -76,11 +76,12 @@ def draw_episode_list(data_cfg, *, part: str = "novel", way: int = 5, shot: int 
                                queries=list_queries(protocol, way, queries), num_episodes=num_episodes, seed=seed)
 
 
-def evaluate_groups(models: Mapping[str, tuple], data_cfg, episode_list: Sequence[E.Episode], *,
+def evaluate_groups(models: Mapping[str, tuple], data_cfg, episode_list: Sequence[E.Episode], geometry, *,
                     probes: Sequence[str] = DEFAULT_PROBES, probe_options: Optional[Mapping[str, Any]] = None,
                     **feature_kw) -> dict[str, Any]:
-    """Frozen-feature few-shot accuracy of each of `models` {group: (encoder, params)} on `episode_list`;
-    `feature_kw` as in `extract_group_features` (geometry, split, batch_size, mesh, progress).
+    """Frozen-feature few-shot accuracy of each of `models` {group: (encoder, params)} on `episode_list`, clips
+    read as `geometry` (a `ClipGeometry`) says; `feature_kw` as in `extract_group_features` (split, batch_size,
+    mesh, progress).
 
     Returns {"groups": {group: {probe: {"accuracy": %, "ci95": pp, "num_queries": E·Q}}}, "num_clips":
     unique clips, "num_queries": E·Q, "seconds": wall time}.
@@ -91,7 +92,7 @@ def evaluate_groups(models: Mapping[str, tuple], data_cfg, episode_list: Sequenc
     if len({(len(e.classes), len(e.support), len(e.query)) for e in episode_list}) != 1:
         raise ValueError("all episodes of a list must have the same way, shot and query count")
     names = sorted({c for e in episode_list for c in (*e.support, *e.query)})
-    feats = frozen_features.extract_group_features(models, data_cfg, names, **feature_kw)
+    feats = frozen_features.extract_group_features(models, data_cfg, names, geometry, **feature_kw)
     groups = {g: fewshot_probes.evaluate_on_episodes(f, names, episode_list, probes=tuple(probes),
                                                      **dict(probe_options or {}))
               for g, f in feats.items()}
@@ -99,10 +100,11 @@ def evaluate_groups(models: Mapping[str, tuple], data_cfg, episode_list: Sequenc
             "seconds": time.perf_counter() - t0}
 
 
-def evaluate_episodes(encoder, params, data_cfg, episode_list: Sequence[E.Episode], **kw) -> dict[str, Any]:
+def evaluate_episodes(encoder, params, data_cfg, episode_list: Sequence[E.Episode], geometry,
+                      **kw) -> dict[str, Any]:
     """`evaluate_groups` of one encoder: {probe: {"accuracy", "ci95", "num_queries"}, "num_clips",
     "num_queries", "seconds"}."""
-    res = evaluate_groups({"": (encoder, params)}, data_cfg, episode_list, **kw)
+    res = evaluate_groups({"": (encoder, params)}, data_cfg, episode_list, geometry, **kw)
     return {**res.pop("groups")[""], **res}
 
 
@@ -119,7 +121,7 @@ def probe_results(results: Mapping[str, Any]) -> dict[str, dict]:
 # those of the periodic evaluator during pretraining.
 SETTINGS = dict(episodes="", part="validation", num_episodes=200, seed=0, way=5, shot=1, protocol="official",
                 queries=0, num_val=5, val_seed=0, class_split_file="", split="", probes=("prototype", "ridge"),
-                modalities="all", pooling="mean", feature_depth=0, seq_len=0, image_size=0, resize_to=0,
+                modalities="all", pooling="mean", feature_depth=0, num_frames=0, image_size=0, resize_to=0,
                 sensor_length=0, normalize_video=True, batch_size=32, init_seed=0)
 _SCHEDULE = ("type", "every_steps")  # read by the loop, not here
 
@@ -155,7 +157,7 @@ class FewshotEvaluator:
         self.prefix, self.progress, self.config = prefix, progress, pretrain_config
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         self.geometry = frozen_features.default_geometry(
-            pretrain_config, seq_len=int(cfg["seq_len"]), image_size=int(cfg["image_size"]),
+            pretrain_config, num_frames=int(cfg["num_frames"]), image_size=int(cfg["image_size"]),
             resize_to=int(cfg["resize_to"]), sensor_length=int(cfg["sensor_length"]))
         kw = dict(normalize_video=bool(cfg["normalize_video"]), feature_depth=int(cfg["feature_depth"]))
         groups = frozen_features.modality_groups(pretrain_config, cfg["modalities"])
@@ -187,11 +189,11 @@ class FewshotEvaluator:
         if mae_params is None:
             mae_params = frozen_features.init_params(self._full(), int(self.cfg["init_seed"]))
         models = {g: (e, mae_features.load_pretrained(self.init[g], mae_params)[0]) for g, e in self.encoders.items()}
-        res = evaluate_groups(models, self.data_cfg, self.episodes, probes=self.probes, split=self.split,
-                              batch_size=int(self.cfg["batch_size"]), mesh=self.mesh, progress=self.progress,
-                              **self.geometry)
+        res = evaluate_groups(models, self.data_cfg, self.episodes, self.geometry, probes=self.probes,
+                              split=self.split, batch_size=int(self.cfg["batch_size"]), mesh=self.mesh,
+                              progress=self.progress)
         single = next(iter(res["groups"].values())) if len(res["groups"]) == 1 else {}
-        return {"episodes": self.drawn, "num_episodes": len(self.episodes), "geometry": self.geometry,
+        return {"episodes": self.drawn, "num_episodes": len(self.episodes), "geometry": self.geometry.as_dict(),
                 **{k: self.cfg[k] for k in ("normalize_video", "pooling", "feature_depth")},
                 "modalities": {g: [s.name for s in e.specs] for g, e in self.encoders.items()}, **single, **res}
 
@@ -300,7 +302,7 @@ def _parser() -> argparse.ArgumentParser:
     a("--pooling", default="mean", choices=mae_features.POOLINGS,
       help="mean: over all tokens (official); modality: one normalised block per modality, concatenated")
     a("--feature_depth", type=int, default=0, help="0: every encoder block; k: the tokens after the first k blocks")
-    a("--seq_len", type=int, default=0, help="0: the pretraining num_frames")
+    a("--num_frames", type=int, default=0, help="0: the pretraining num_frames")
     a("--image_size", type=int, default=0, help="0: the pretraining video size")
     a("--resize_to", type=int, default=0, help="0: round(image_size*256/224)")
     a("--sensor_length", type=int, default=0, help="0: the pretraining sensor length")
@@ -324,7 +326,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = dict(episodes=a.episodes, part=a.part, num_episodes=a.num_episodes, seed=a.episode_seed, way=a.way,
                     shot=a.shot, protocol=a.protocol, queries=a.queries, num_val=a.num_val, val_seed=a.val_seed,
                     class_split_file=a.class_split_file, split=a.split, probes=[q for q in a.probes.split(",") if q],
-                    modalities=a.modalities, pooling=a.pooling, feature_depth=a.feature_depth, seq_len=a.seq_len,
+                    modalities=a.modalities, pooling=a.pooling, feature_depth=a.feature_depth, num_frames=a.num_frames,
                     image_size=a.image_size, resize_to=a.resize_to, sensor_length=a.sensor_length,
                     normalize_video=not a.no_normalize_video, batch_size=a.batch_size, init_seed=a.init_seed)
     out = evaluate_run(a.pretrain_workdir, config=config, step=a.step, random_init=a.random_init, settings=settings,

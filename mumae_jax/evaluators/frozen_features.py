@@ -11,12 +11,13 @@ checkpoint, or of ONE random init); only the fresh `fc_norm*` are per encoder. T
 [n, n_modalities·D]; 'tokens': each modality's token layout, [n, Σ tokens·D]) and `feature_depth` (0: every
 block; k: the output of the first k blocks), see `mae_features`.
 
-Geometry (`default_geometry`): seq_len frames (default: the pretraining num_frames; a multiple of the
+Geometry (`default_geometry`): `num_frames` frames (default: the pretraining num_frames; a multiple of the
 tubelet's time size), image_size (default: the pretraining size), resize_to (default:
 round(image_size · 256/224), the official 224 -> 256 ratio), sensor_length (default: the pretraining one).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Mapping, Optional, Sequence
 
@@ -26,6 +27,7 @@ import numpy as np
 import tqdm
 
 from mumae_jax.core import sharding
+from mumae_jax.data.geometry import ClipGeometry
 from mumae_jax.models import kinds, mae_features
 from mumae_jax.weights import pretrained
 
@@ -38,24 +40,26 @@ def _plain(cfg) -> dict:
 # Encoders
 # ----------------------------------------------------------------------------------------------------
 
-def default_geometry(pretrain_config, seq_len: int = 0, image_size: int = 0, resize_to: int = 0,
-                     sensor_length: int = 0) -> dict[str, int]:
-    """{seq_len, image_size, resize_to, sensor_length}; 0 = the default (module docstring)."""
+def default_geometry(pretrain_config, num_frames: int = 0, image_size: int = 0, resize_to: int = 0,
+                     sensor_length: int = 0) -> ClipGeometry:
+    """The clip geometry of the evaluation (the pretraining model's sensors); 0 = the default (module docstring)."""
     mods = pretrain_config.modality
     video = [mods[n] for n in pretrain_config.modalities if mods[n]["kind"] == "video"]
     sensors = [mods[n] for n in pretrain_config.modalities if mods[n]["kind"] == "sensor"]
     if len(video) != 1:
         raise ValueError("frozen evaluation needs exactly one video modality in the pretraining model")
-    seq_len = int(seq_len or video[0]["num_frames"])
+    num_frames = int(num_frames or video[0]["num_frames"])
     tube_t = int(video[0]["tubelet"][0])
-    if seq_len < 1 or seq_len % tube_t:
-        raise ValueError(f"seq_len={seq_len} must be a positive multiple of the tubelet time size {tube_t}")
+    if num_frames < 1 or num_frames % tube_t:
+        raise ValueError(f"num_frames={num_frames} must be a positive multiple of the tubelet time size {tube_t}")
     image_size = int(image_size or video[0]["image_size"])
     resize_to = int(resize_to or round(image_size * 256 / 224))
     if resize_to < image_size:
         raise ValueError(f"resize_to={resize_to} must be >= image_size={image_size}")
     sensor_length = int(sensor_length or (sensors[0]["length"] if sensors else 128))
-    return dict(seq_len=seq_len, image_size=image_size, resize_to=resize_to, sensor_length=sensor_length)
+    names = tuple(n for n in pretrain_config.modalities if mods[n]["kind"] == "sensor")
+    return ClipGeometry(num_frames=num_frames, image_size=image_size, sensor_length=sensor_length, sensors=names,
+                        resize_to=resize_to)
 
 
 def modality_groups(pretrain_config, groups: str | Sequence[str] = "all") -> dict[str, tuple[str, ...]]:
@@ -84,24 +88,24 @@ def modality_groups(pretrain_config, groups: str | Sequence[str] = "all") -> dic
     return out
 
 
-def make_encoder(pretrain_config, geometry: Mapping[str, int], normalize_video: bool = True, *,
+def make_encoder(pretrain_config, geometry: ClipGeometry, normalize_video: bool = True, *,
                  modalities: Optional[Sequence[str]] = None, pooling: str = "mean", feature_depth: int = 0
                  ) -> mae_features.MAEFeatureEncoder:
     """The frozen feature encoder (no drop path) of the pretraining model for `geometry`, fed `modalities`
     (default: all)."""
     return mae_features.from_pretrain_config(
-        pretrain_config, drop_path=0.0, normalize_video=normalize_video, num_frames=geometry["seq_len"],
-        image_size=geometry["image_size"], sensor_length=geometry["sensor_length"], modalities=modalities,
+        pretrain_config, drop_path=0.0, normalize_video=normalize_video, num_frames=geometry.num_frames,
+        image_size=geometry.image_size, sensor_length=geometry.sensor_length, modalities=modalities,
         pooling=pooling, feature_depth=feature_depth)
 
 
 def init_params(encoder: mae_features.MAEFeatureEncoder, seed: int = 0):
     """Randomly initialised encoder parameters (a baseline, or the tree `load_pretrained` fills)."""
     dummy = {s.name: jnp.zeros((1, *s.input_shape), jnp.float32) for s in encoder.specs}
-    return jax.jit(lambda k: encoder.init(k, dummy, deterministic=True)["params"])(jax.random.key(seed))
+    return jax.jit(lambda k: encoder.init(k, dummy, train=False)["params"])(jax.random.key(seed))
 
 
-def group_encoders(pretrain_config, groups: str | Sequence[str], geometry: Mapping[str, int],
+def group_encoders(pretrain_config, groups: str | Sequence[str], geometry: ClipGeometry,
                    source_params=None, *, seed: int = 0, normalize_video: bool = True, pooling: str = "mean",
                    feature_depth: int = 0) -> dict[str, tuple[mae_features.MAEFeatureEncoder, Any]]:
     """{group: (encoder fed only that group's modalities, params)} (`modality_groups`).
@@ -124,7 +128,7 @@ def from_pretrain_config(pretrain_config, seed: int = 0, normalize_video: bool =
                          **geometry):
     """(encoder, random-init params) of a pretraining config, without a checkpoint (baseline).
 
-    `geometry`: seq_len, image_size, sensor_length as in `default_geometry` (resize_to is ignored).
+    `geometry`: num_frames, image_size, sensor_length as in `default_geometry` (resize_to is ignored).
     """
     encoder = make_encoder(pretrain_config, default_geometry(pretrain_config, **geometry), normalize_video,
                            modalities=modalities, pooling=pooling, feature_depth=feature_depth)
@@ -153,18 +157,19 @@ def from_pretrain_run(workdir: str, step: Optional[int] = None, *, mesh=None, no
 @functools.lru_cache(maxsize=8)
 def _feature_fn(encoder, mesh):
     """Jitted (params, inputs) -> features [B, D], replicated on every device."""
-    return jax.jit(lambda p, x: encoder.apply({"params": p}, x, deterministic=True),
+    return jax.jit(lambda p, x: encoder.apply({"params": p}, x, train=False),
                    out_shardings=sharding.replicated(mesh))
 
 
-def extract_features(encoder, params, data_cfg, clip_names: Sequence[str], **kw) -> np.ndarray:
+def extract_features(encoder, params, data_cfg, clip_names: Sequence[str], geometry: ClipGeometry,
+                     **kw) -> np.ndarray:
     """Features float32 [len(clip_names), D] of the clips (`extract_group_features` of one encoder)."""
-    return extract_group_features({"": (encoder, params)}, data_cfg, clip_names, **kw)[""]
+    return extract_group_features({"": (encoder, params)}, data_cfg, clip_names, geometry, **kw)[""]
 
 
-def extract_group_features(models: Mapping[str, tuple], data_cfg, clip_names: Sequence[str], *, seq_len: int,
-                           image_size: int, resize_to: int, sensor_length: int, split: str = "meta_test",
-                           batch_size: int = 32, mesh=None, progress: bool = False) -> dict[str, np.ndarray]:
+def extract_group_features(models: Mapping[str, tuple], data_cfg, clip_names: Sequence[str], geometry: ClipGeometry,
+                           *, split: str = "meta_test", batch_size: int = 32, mesh=None,
+                           progress: bool = False) -> dict[str, np.ndarray]:
     """{group: features float32 [len(clip_names), encoder.feature_dim]} for models {group: (encoder, params)}.
 
     Each clip is read once (evaluation transform) and every encoder gets its own modalities of it (eval
@@ -177,8 +182,7 @@ def extract_group_features(models: Mapping[str, tuple], data_cfg, clip_names: Se
     rep = sharding.replicated(mesh)
     fns = {g: (enc, _feature_fn(enc, mesh), jax.device_put(p, rep)) for g, (enc, p) in models.items()}
     sensors = tuple(dict.fromkeys(s.name for enc, _ in models.values() for s in enc.specs if not kinds.of(s).frames))
-    it = episode_input.build_clip_input(data_cfg, clip_names, sensors=sensors, seq_len=seq_len,
-                                        image_size=image_size, resize_to=resize_to, sensor_length=sensor_length,
+    it = episode_input.build_clip_input(data_cfg, clip_names, dataclasses.replace(geometry, sensors=sensors),
                                         split=split, batch_size=batch_size)
     n, procs, rank = len(clip_names), jax.process_count(), jax.process_index()
     share = batch_size // procs

@@ -15,6 +15,7 @@ from etils import epath
 from mumae_jax.core import checkpointing, loop, sharding
 from mumae_jax.data import episodes as E
 from mumae_jax.data import sources
+from mumae_jax.data.geometry import ClipGeometry
 from mumae_jax.evaluators import episode_accuracy
 from mumae_jax.models.oneshot import MuMAEOneShot
 from mumae_jax.steps import episodic_step
@@ -24,10 +25,10 @@ log = logging.getLogger(__name__)
 PARTS = {"val": "validation", "test": "novel"}
 
 
-def geometry(config) -> sources.ClipGeometry:
-    """What an episode clip becomes (`config.episodes`: seq_len frames, image_size, resize_to, sensor_length)."""
+def geometry(config) -> ClipGeometry:
+    """What an episode clip becomes (`config.episodes`: `num_frames` frames, image_size, resize_to, sensor_length)."""
     ep = config.episodes
-    return sources.ClipGeometry(num_frames=ep.seq_len, image_size=ep.image_size, sensor_length=ep.sensor_length,
+    return ClipGeometry(num_frames=ep.num_frames, image_size=ep.image_size, sensor_length=ep.sensor_length,
                                 sensors=tuple(config.sensors), resize_to=ep.resize_to)
 
 

@@ -176,8 +176,9 @@ def load_clip(config, specs: Sequence, example: int) -> dict:
     """Clip `example` of a pretraining config's data order (its augmentation included) as a batch of one:
     {modality: [1, ...]} numpy arrays."""
     from mumae_jax.data import sources
+    from mumae_jax.data.geometry import ClipGeometry
 
-    geometry = sources.ClipGeometry.from_specs(specs, config.input.frame_stride)
+    geometry = ClipGeometry.from_specs(specs, config.input.frame_stride)
     batches, _ = sources.get_source(config.data).pretrain_input(geometry, global_batch_size=1, seed=config.seed,
                                                                start_step=example, augment=config.get("augment"))
     try:

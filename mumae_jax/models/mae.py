@@ -100,7 +100,7 @@ class MultimodalMAE(nn.Module):
             for s in self.specs
         }
 
-    def encode(self, inputs, masks, deterministic: bool = True):
+    def encode(self, inputs, masks, train: bool = False):
         """Encoder over visible tokens only: [B, sum_m n_vis_m, D] (video first, then sensors).
 
         Only the visible tokens are embedded (the embedding acts on each token alone, so this equals
@@ -112,15 +112,15 @@ class MultimodalMAE(nn.Module):
             table = jnp.asarray(posemb.sincos_table(s.num_tokens, self.width), self.dtype)
             pe = _gather(jnp.broadcast_to(table, (raw.shape[0],) + table.shape), vis_ids)
             visible.append(self.embeds[s.name](raw) + pe)
-        return self.encoder(jnp.concatenate(visible, axis=1), deterministic)
+        return self.encoder(jnp.concatenate(visible, axis=1), train)
 
-    def __call__(self, inputs, masks, deterministic: bool = True, decode=None):
+    def __call__(self, inputs, masks, train: bool = False, decode=None):
         """`decode` (optional) {name: bool [B, N_m]}: the masked tokens to reconstruct when a modality has
         decoder_ratio < 1 (`masking.draw_decode_masks`); its decoder then sees visible + those tokens only."""
         decode = decode or {}
         batch = next(iter(inputs.values())).shape[0]
         masking.check_masks(masks, self.specs, batch)
-        z = self.encoder_to_decoder(self.encode(inputs, masks, deterministic))
+        z = self.encoder_to_decoder(self.encode(inputs, masks, train))
         preds, start = {}, 0
         for s in self.specs:
             z_m = z[:, start:start + s.num_visible]

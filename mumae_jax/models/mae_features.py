@@ -73,7 +73,7 @@ class MAEFeatureEncoder(nn.Module):
         return self.width * (len(self.specs) if self.pooling == "modality" else 1)
 
     @nn.compact
-    def __call__(self, inputs: Mapping[str, jnp.ndarray], deterministic: bool = True):
+    def __call__(self, inputs: Mapping[str, jnp.ndarray], train: bool = False):
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; expected one of {', '.join(POOLINGS)}")
         if not 0 <= self.feature_depth <= self.depth:
@@ -93,7 +93,7 @@ class MAEFeatureEncoder(nn.Module):
         x = vit.Transformer(depth, self.num_heads, self.mlp_dim, drop_path, final_norm=False,
                             dtype=self.dtype, attention_impl=self.attention_impl, ln_eps=self.layer_norm_eps,
                             name="encoder")(
-            jnp.concatenate(tokens, axis=1), deterministic).astype(jnp.float32)
+            jnp.concatenate(tokens, axis=1), train).astype(jnp.float32)
         if self.pooling == "mean":
             return nn.LayerNorm(epsilon=vit.LN_EPS, name="fc_norm")(jnp.mean(x, axis=1))
         per_kind = Counter(s.kind for s in self.specs)

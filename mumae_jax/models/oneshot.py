@@ -72,31 +72,31 @@ class MuMAEOneShot(nn.Module):
         self.classifier = cam.CAMClassifier(self.way, self.num_classes, self.scale_cls, self.alpha,
                                             self.cam_hidden, self.temperature)
 
-    def unimodal(self, samples: Mapping[str, jnp.ndarray], deterministic: bool):
+    def unimodal(self, samples: Mapping[str, jnp.ndarray], train: bool = False):
         """{video: [N, Dv], <sensor>: [N, sensor_dim]}."""
         v = samples["video"]
         if self.normalize_video:
             v = (v - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
-        out = {"video": self.video(v, deterministic)}
+        out = {"video": self.video(v, train)}
         for s in self.sensors:
             out[s] = self.cnns[s](samples[s])
         return out
 
-    def encode(self, samples: Mapping[str, jnp.ndarray], deterministic: bool = True):
+    def encode(self, samples: Mapping[str, jnp.ndarray], train: bool = False):
         """Per-clip encodings of N clips, nothing mixed across clips: {video: [N, Dv], <sensor>: [N, sensor_dim],
         "mae": R [N, Dr]}. In eval mode a clip's encoding is the same in every episode, so an episode list can
         be scored from one encoding per distinct clip (`classify`)."""
-        u = self.unimodal(samples, deterministic)
-        return {**u, "mae": self.mae({s.name: samples[s.name] for s in self.mae.specs}, deterministic)}
+        u = self.unimodal(samples, train)
+        return {**u, "mae": self.mae({s.name: samples[s.name] for s in self.mae.specs}, train)}
 
     def _fuse(self, encoded: Mapping[str, jnp.ndarray]):
         enc = dict(encoded)
         rep = enc.pop("mae")
         return self.fusion(enc, rep)
 
-    def features(self, samples: Mapping[str, jnp.ndarray], deterministic: bool = True):
+    def features(self, samples: Mapping[str, jnp.ndarray], train: bool = False):
         """Fused episode features F [N, fused_dim] of the N samples {video, <sensor>...} (one episode)."""
-        return self._fuse(self.encode(samples, deterministic))
+        return self._fuse(self.encode(samples, train))
 
     def classify(self, encoded: Mapping[str, jnp.ndarray], support_labels, query_labels=None, train: bool = False):
         """The episode head on per-clip encodings (`encode`) of one episode's N = S + Q clips, support first:
@@ -113,7 +113,7 @@ class MuMAEOneShot(nn.Module):
         extra = [s.name for s in self.mae.specs if s.name not in names]
         if extra:
             raise ValueError(f"the MAE encoder needs modalities {extra} that the one-shot model does not feed")
-        encoded = self.encode(episode_samples(batch, names), deterministic=not train)
+        encoded = self.encode(episode_samples(batch, names), train)
         if train and self.mae_dropout > 0:  # the whole episode's R, one draw per episode (task)
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.mae_dropout)
             encoded["mae"] = encoded["mae"] * keep.astype(encoded["mae"].dtype)

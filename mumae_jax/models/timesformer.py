@@ -103,7 +103,7 @@ class DividedBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, deterministic: bool = True):
+    def __call__(self, x, train: bool = False):
         n, l, d = x.shape
         t = self.num_frames
         if (l - 1) % t:
@@ -115,7 +115,7 @@ class DividedBlock(nn.Module):
         # Temporal attention: one sequence of T tokens per (example, patch position); CLS passes through.
         y = patches.transpose(0, 2, 1, 3).reshape(n * p, t, d)
         y = MultiheadAttention(self.num_heads, self.dtype, name="time_attn")(ln("time_norm")(y))
-        y = vit.DropPath(self.drop_path, name="drop_path_time")(y, deterministic)
+        y = vit.DropPath(self.drop_path, name="drop_path_time")(y, train)
         y = nn.Dense(d, dtype=self.dtype, kernel_init=zeros, bias_init=zeros, name="temporal_fc")(y)
         patches = patches + y.reshape(n, p, t, d).transpose(0, 2, 1, 3)
 
@@ -123,7 +123,7 @@ class DividedBlock(nn.Module):
         y = jnp.concatenate([jnp.broadcast_to(cls[:, None], (n, t, 1, d)), patches], axis=2)
         y = MultiheadAttention(self.num_heads, self.dtype, name="space_attn")(
             ln("space_norm")(y.reshape(n * t, p + 1, d)))
-        y = vit.DropPath(self.drop_path, name="drop_path_space")(y, deterministic).reshape(n, t, p + 1, d)
+        y = vit.DropPath(self.drop_path, name="drop_path_space")(y, train).reshape(n, t, p + 1, d)
         cls = cls + y[:, :, :1].mean(axis=1)
         patches = patches + y[:, :, 1:]
 
@@ -134,7 +134,7 @@ class DividedBlock(nn.Module):
         y = nn.gelu(y, approximate=False)
         y = nn.Dense(d, dtype=self.dtype, kernel_init=torch_kernel_init,
                      bias_init=torch_bias_init(self.mlp_dim), name="fc2")(y)
-        return x + vit.DropPath(self.drop_path, name="drop_path_ffn")(y, deterministic)
+        return x + vit.DropPath(self.drop_path, name="drop_path_ffn")(y, train)
 
 
 class TimeSformer(nn.Module):
@@ -156,7 +156,7 @@ class TimeSformer(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, video, deterministic: bool = True):
+    def __call__(self, video, train: bool = False):
         n, t, h, w, _ = video.shape
         if t != self.num_frames or h != self.image_size or w != self.image_size:
             raise ValueError(f"video {video.shape} does not match num_frames={self.num_frames}, "
@@ -175,7 +175,7 @@ class TimeSformer(nn.Module):
         for i in range(self.depth):
             rate = self.drop_path * i / max(self.depth - 1, 1)  # np.linspace(0, drop_path, depth)
             x = DividedBlock(self.num_heads, self.mlp_dim, t, rate, self.dtype, name=f"block{i:02d}")(
-                x, deterministic)
+                x, train)
         x = nn.LayerNorm(epsilon=FINAL_LN_EPS, dtype=self.dtype, name="norm")(x)
         return x[:, 0]
 

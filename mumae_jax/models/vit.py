@@ -121,15 +121,15 @@ class Mlp(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per example (identity when deterministic or rate is 0); rng stream 'dropout'.
+    """Stochastic depth per example (identity unless `train`, or when rate is 0); rng stream 'dropout'.
 
     `rate` is a float, or a traced scalar inside a layer scan (each layer its own rate)."""
 
     rate: Any = 0.0
 
     @nn.compact
-    def __call__(self, x, deterministic: bool):
-        if deterministic or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
+    def __call__(self, x, train: bool):
+        if not train or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
             return x
         keep = 1.0 - self.rate
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
@@ -150,14 +150,14 @@ class Block(nn.Module):
     ln_eps: float = LN_EPS
 
     @nn.compact
-    def __call__(self, x, deterministic: bool = True, drop_rate=None):
+    def __call__(self, x, train: bool = False, drop_rate=None):
         rate = self.drop_path if drop_rate is None else drop_rate
         y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
         y = Attention(self.num_heads, self.dtype, self.attention_impl, name="attn")(y)
-        x = x + DropPath(rate, name="drop_path1")(y, deterministic)
+        x = x + DropPath(rate, name="drop_path1")(y, train)
         y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
         y = Mlp(self.mlp_dim, self.dtype, name="mlp")(y)
-        return x + DropPath(rate, name="drop_path2")(y, deterministic)
+        return x + DropPath(rate, name="drop_path2")(y, train)
 
 
 REMAT = ("none", "block", "dots")
@@ -203,20 +203,20 @@ class Transformer(nn.Module):
     scan: bool = False
 
     @nn.compact
-    def __call__(self, x, deterministic: bool = True):
+    def __call__(self, x, train: bool = False):
         block = remat_block(self.remat)
         rates = [self.drop_path * i / max(self.depth - 1, 1) for i in range(self.depth)]
         if self.scan:
             layers = block(self.num_heads, self.mlp_dim, 0.0, self.dtype, self.attention_impl, self.ln_eps,
                            name=SCANNED)
-            if self.drop_path > 0 and not deterministic:
+            if self.drop_path > 0 and train:
                 def body(mdl, carry, rate):
-                    return mdl(carry, deterministic, rate), None
+                    return mdl(carry, train, rate), None
 
                 xs = jnp.asarray(rates, jnp.float32)
             else:
                 def body(mdl, carry, _):
-                    return mdl(carry, deterministic), None
+                    return mdl(carry, train), None
 
                 xs = None
             scan = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
@@ -225,7 +225,7 @@ class Transformer(nn.Module):
         else:
             for i in range(self.depth):
                 x = block(self.num_heads, self.mlp_dim, rates[i], self.dtype, self.attention_impl, self.ln_eps,
-                          name=f"block{i:02d}")(x, deterministic)
+                          name=f"block{i:02d}")(x, train)
         if self.final_norm:
             x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
         return x

@@ -196,7 +196,7 @@ def make_clip_eval_steps(model: MuMAEOneShot, mesh, state_sh) -> tuple[Callable,
     variables = lambda state: {"params": state["params"], "batch_stats": state["batch_stats"]}  # noqa: E731
 
     def encode_fn(state, clips):
-        return model.apply(variables(state), clips, True, method=model.encode)
+        return model.apply(variables(state), clips, False, method=model.encode)
 
     def head_fn(state, batch):
         def one(episode):

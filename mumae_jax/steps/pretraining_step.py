@@ -41,9 +41,9 @@ def state_initializer(model: MultimodalMAE, tx: optax.GradientTransformation, rn
 
 def loss_and_metrics(model: MultimodalMAE, params, inputs, masks, dropout_rng=None, decode=None):
     """(total loss, {'loss_<modality>': MSE}) for explicit masks (and decode masks, decoder_ratio < 1)."""
-    deterministic = dropout_rng is None
-    rngs = {} if deterministic else {"dropout": dropout_rng}
-    preds = model.apply({"params": params}, inputs, masks, deterministic=deterministic, rngs=rngs, decode=decode)
+    train = dropout_rng is not None
+    rngs = {"dropout": dropout_rng} if train else {}
+    preds = model.apply({"params": params}, inputs, masks, train=train, rngs=rngs, decode=decode)
     total, per = mae_loss.reconstruction_losses(model.specs, preds, inputs, masks, decode)
     return total, {f"loss_{k}": v for k, v in per.items()}
 

@@ -28,22 +28,13 @@ from mumae_jax.weights import pretrained
 log = logging.getLogger(__name__)
 
 
-def init_source(config) -> str:
-    """Where the pretrained MAE weights come from: `config.model_init` or its older name
-    `config.init.pretrain_workdir` (a pretraining workdir or a converted checkpoint directory)."""
-    a, b = config.get("model_init", ""), config.init.pretrain_workdir
-    if a and b and checkpointing.absolute(a) != checkpointing.absolute(b):
-        raise ValueError(f"config.model_init={a!r} and config.init.pretrain_workdir={b!r} disagree; set one")
-    return a or b
-
-
 def pretrain_config(config):
     """The pretraining config that fixes the MAE encoder's architecture (see configs/oneshot.py)."""
-    if init_source(config):
-        return pretrained.load_config(init_source(config))
+    if config.model_init:
+        return pretrained.load_config(config.model_init)
     if config.init.mae == "pretrained" or config.init.video == "mae":
-        raise ValueError("config.init.mae='pretrained' / init.video='mae' need config.model_init (older name: "
-                         "config.init.pretrain_workdir), a pretraining workdir or a converted checkpoint; use "
+        raise ValueError("config.init.mae='pretrained' / init.video='mae' need config.model_init, "
+                         "a pretraining workdir or a converted checkpoint; use "
                          "configs/oneshot.py:init=random for random initialisation")
     from mumae_jax.configs import pretrain
 
@@ -54,13 +45,13 @@ def build_model(config, pcfg) -> MuMAEOneShot:
     ep, m = config.episodes, config.model
     mae = mae_features.from_pretrain_config(pcfg, drop_path=m.mae_drop_path, normalize_video=m.normalize_video,
                                             pooling=m.get("mae_pooling", "mean"),
-                                            num_frames=ep.seq_len, image_size=ep.image_size,
+                                            num_frames=ep.num_frames, image_size=ep.image_size,
                                             sensor_length=ep.sensor_length)
     sizes = variants.resolve(pcfg.model if not m.video_variant else {"variant": m.video_variant})
     frames = [s for s in mae.specs if kinds.of(s).frames]
     patch = frames[0].tubelet[1] if frames else 16
     video = timesformer.TimeSformer(width=sizes["width"], depth=sizes["depth"], num_heads=sizes["num_heads"],
-                                    mlp_dim=sizes["mlp_dim"], patch_size=patch, num_frames=ep.seq_len,
+                                    mlp_dim=sizes["mlp_dim"], patch_size=patch, num_frames=ep.num_frames,
                                     image_size=ep.image_size, drop_path=m.video_drop_path)
     return MuMAEOneShot(mae=mae, video=video, sensors=tuple(config.sensors), sensor_layout=m.sensor_layout,
                         sensor_dim=m.sensor_dim, fused_dim=m.fused_dim, channels=m.channels, heads=m.heads,
@@ -100,7 +91,7 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     cs, recs = source.class_split(config.class_split.num_val, config.class_split.seed), source.records()
     test_list = oneshot_episodes.eval_list(config, recs, cs, workdir, "test")
     ep = config.episodes
-    episode = episodic_step.dummy_episode(model, len(test_list[0].support), len(test_list[0].query), ep.seq_len,
+    episode = episodic_step.dummy_episode(model, len(test_list[0].support), len(test_list[0].query), ep.num_frames,
                                           ep.image_size, ep.sensor_length)
     shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, episode)["params"])
     freeze = episodic_step.frozen_names(shapes, tuple(config.get("freeze", ())))
@@ -189,11 +180,10 @@ def predict_episode(config, workdir: str, index: int = 0, which: str = "test", s
 
 def _warm_start(config, state, tx, state_sh, mesh, workdir: str) -> dict:
     """The MAE encoder / TimeSformer parameters from the pretraining run (`config.model_init`), strict."""
-    _, pparams, pstep = pretrained.load_params(init_source(config), config.init.pretrain_step, mesh)
+    _, pparams, pstep = pretrained.load_params(config.model_init, config.model_init_step, mesh)
     params, report = pretrained_params(config, state["params"], pparams)
-    loop.write_json(workdir, "init_report.json", {"pretrain_workdir": init_source(config), "pretrain_step": pstep,
-                                                  **report})
-    log.info("initialised from %s step %d: %s", init_source(config), pstep,
+    loop.write_json(workdir, "init_report.json", {"model_init": config.model_init, "step": pstep, **report})
+    log.info("initialised from %s step %d: %s", config.model_init, pstep,
              {k: len(v["loaded"]) for k, v in report.items()})
     return loop.warm_start(state, params, tx, state_sh)
 

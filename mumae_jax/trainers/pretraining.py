@@ -16,6 +16,7 @@ from etils import epath
 
 from mumae_jax.core import loop, optim, sharding
 from mumae_jax.data import sources
+from mumae_jax.data.geometry import ClipGeometry
 from mumae_jax.evaluators import common
 from mumae_jax.models import layer_stack, mae
 from mumae_jax.steps import pretraining_step
@@ -78,7 +79,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
     sharding.check_batch_size(config.batch_size, mesh, "config.batch_size")
     loop.check_positive(config, ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"))
     source = sources.get_source(config.data)
-    geometry = sources.ClipGeometry.from_specs(model.specs, config.input.frame_stride)
+    geometry = ClipGeometry.from_specs(model.specs, config.input.frame_stride)
     num_examples = source.num_examples(geometry.sensors)  # durations may be in epochs; builds MMAct's TFDS once
     total = loop.steps(config, "total", num_examples, config.batch_size)
     warmup = loop.steps(config, "warmup", num_examples, config.batch_size)
