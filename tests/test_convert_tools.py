@@ -45,10 +45,26 @@ def test_official_training_checkpoint_with_args_is_read(tmp_path, tiny):
     sd = tiny[3]
     path = str(tmp_path / "checkpoint-5.pth")
     torch.save({"model": {k: torch.from_numpy(v) for k, v in sd.items()}, "epoch": 5,
-                "args": argparse.Namespace(lr=1.5e-4, model="pretrain_videomae_base_patch16_224")}, path)
+                "args": argparse.Namespace(lr=1.5e-4, model="pretrain_videomae_base_patch16_224", num_frames=4,
+                                           input_size=32)}, path)
     out, info = state_dict_io.load_state_dict(path)
     assert info["epoch"] == 5 and info["wrapper"] == "model" and list(out) == list(sd)
+    assert info["args"] == {"num_frames": 4, "input_size": 32}  # the run's clip geometry
     assert all(np.array_equal(out[k], sd[k]) for k in sd)
+    # converted without geometry flags, the saved config takes the run's 4 frames of 32² (not 16 of 224²)
+    # and names the preset nearest its 64 width
+    assert convert.main(["--src", path, "--dst", str(tmp_path / "out"), "--num_heads", "2", "--decoder_heads", "2"]) == 0
+    saved = pretrained.load_config(str(tmp_path / "out"))
+    assert (saved.modality.video.num_frames, saved.modality.video.image_size, saved.model.variant) == (4, 32, "Ti")
+
+
+def test_random_bytes_are_not_a_checkpoint_and_a_taken_dst_is_refused_first(tmp_path, converted):
+    path = tmp_path / "noise.pth"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match=r"noise\.pth: is not a PyTorch checkpoint \(torch\.load: "):
+        state_dict_io.load_state_dict(str(path))
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):  # before the source is read
+        convert.convert(str(path), converted)
 
 
 class Payload:

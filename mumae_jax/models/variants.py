@@ -19,6 +19,11 @@ def check_variant(name: str) -> str:
     return name
 
 
+def nearest(width: int) -> str:
+    """The preset whose encoder width is closest to `width` (a label for explicitly sized models)."""
+    return min(VARIANTS, key=lambda name: (abs(VARIANTS[name][0] - width), VARIANTS[name][0]))
+
+
 def resolve(model_cfg: Mapping[str, Any]) -> dict[str, int]:
     """Sizes of `model_cfg.variant`, with any positive explicit field (width, depth, ...) overriding it."""
     width, depth, heads, mlp, dec_width, dec_heads = VARIANTS[check_variant(model_cfg["variant"])]

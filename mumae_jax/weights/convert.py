@@ -15,8 +15,11 @@ its shape; otherwise the command fails naming the keys (`--skip k1,k2` leaves na
 Sizes are read off the weights; head counts are not in the weights: by default they are those of the
 ViT-Ti/S/B preset of that width (override with --num_heads / --decoder_heads). The frame count, image
 size and sensor length are not in the weights either (sin-cos tables are rebuilt): --num_frames,
---image_size, --sensor_length only set the saved config's defaults; a run may use others.
-Writes <dst>/config.json, <dst>/checkpoints/<step>/ (orbax) and <dst>/conversion_report.json.
+--image_size, --sensor_length set the saved config's defaults (an official training checkpoint's `args`
+gives frame count and image size when the flags do not); a run may use others. The saved `model.variant`
+names the preset nearest in width; every size is explicit beside it.
+<dst> must not hold checkpoints yet (checked first). Writes <dst>/config.json, <dst>/checkpoints/<step>/
+(orbax) and <dst>/conversion_report.json.
 """
 from __future__ import annotations
 
@@ -67,9 +70,11 @@ def _heads(width: int, given: int, what: str) -> int:
     raise ValueError(f"the {what} width {width} matches no ViT preset; pass --{flag}")
 
 
-def official_pretrain_config(sd: Mapping[str, Any], a, encoder_only: bool):
-    """A pretraining config describing an official Mu-MAE / VideoMAE state dict (sizes from the weights)."""
+def official_pretrain_config(sd: Mapping[str, Any], a, encoder_only: bool, info: Mapping[str, Any] = None):
+    """A pretraining config describing an official Mu-MAE / VideoMAE state dict (sizes from the weights; the
+    clip geometry from the flags, else from the checkpoint's training `args`, else the defaults)."""
     from mumae_jax.configs import pretrain
+    from mumae_jax.models import variants
 
     need = ["encoder.patch_embed.proj.weight", "encoder.blocks.0.mlp.fc1.weight"]
     if not encoder_only:
@@ -93,9 +98,9 @@ def official_pretrain_config(sd: Mapping[str, Any], a, encoder_only: bool):
         sizes.update(decoder_width=dec_width, decoder_depth=_count(sd, r"decoder\.blocks\.(\d+)\."),
                      decoder_heads=_heads(dec_width, a.decoder_heads, "decoder"),
                      decoder_mlp_dim=int(np.shape(sd["decoder.blocks.0.mlp.fc1.weight"])[0]))
-    c.model.update(sizes)
+    c.model.update(sizes, variant=variants.nearest(width))  # every size is explicit; the variant only names it
     c.modality.video.update(channels=int(w[1]), tubelet=tuple(int(v) for v in w[2:]))
-    _geometry(c, a)
+    _geometry(c, a, info or {})
     for name in sensors:
         token_dim = int(np.shape(sd[SENSOR_KEYS[name]])[1])
         s = c.modality[name]
@@ -106,11 +111,13 @@ def official_pretrain_config(sd: Mapping[str, Any], a, encoder_only: bool):
     return c
 
 
-def _geometry(c, a):
-    if a.num_frames:
-        c.modality.video.num_frames = a.num_frames
-    if a.image_size:
-        c.modality.video.image_size = a.image_size
+def _geometry(c, a, info: Mapping[str, Any]):
+    """Frame count and image size: the flags, else the source's training `args` (official checkpoints)."""
+    args = info.get("args", {})
+    if a.num_frames or args.get("num_frames"):
+        c.modality.video.num_frames = a.num_frames or args["num_frames"]
+    if a.image_size or args.get("input_size"):
+        c.modality.video.image_size = a.image_size or args["input_size"]
     for name in SENSOR_KEYS:
         if name in c.modality and a.sensor_length:
             c.modality[name].length = a.sensor_length
@@ -145,6 +152,7 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
     from mumae_jax.weights import hf_keys, official_keys
 
     a = args or _parser().parse_args(["--src", src, "--dst", dst])
+    model_init.check_free(dst)  # before minutes of reading and converting
     sd, info = state_dict_io.load_state_dict(src)
     fmt = guess_format(sd, info) if fmt == "auto" else fmt
     if fmt not in FORMATS[1:]:
@@ -164,7 +172,7 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
         encoder_only = not any(k.startswith("decoder.") for k in sd)
         config = pretrain.get_config("modalities=video")
         hf_keys.apply_overrides(config, hf_keys.pretrain_overrides(hf_cfg, encoder_only))
-        _geometry(config, a)
+        _geometry(config, a, info)
         _, template = _template(config, encoder_only)
         if encoder_only and hf_cfg.get("use_mean_pooling", True):  # such a model has no final encoder norm
             template["encoder"] = {k: v for k, v in template["encoder"].items() if k != "norm"}
@@ -177,7 +185,7 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
             raise ValueError(f"{src}: --format official expects the Mu-MAE sensor embeddings "
                              f"({SENSOR_KEYS['acc_phone']}, ...); a video-only model is --format videomae")
         encoder_only = finetune or "encoder_to_decoder.weight" not in sd
-        config = official_pretrain_config(sd, a, encoder_only)
+        config = official_pretrain_config(sd, a, encoder_only, info)
         model, template = _template(config, encoder_only)
         if finetune and "encoder.norm.weight" not in sd:
             template["encoder"] = {k: v for k, v in template["encoder"].items() if k != "norm"}

@@ -28,12 +28,18 @@ def is_converted(path: str) -> bool:
     return (epath.Path(path) / REPORT).is_file()
 
 
-def save_converted(dst: str, pretrain_config, params: Mapping[str, Any], report: Mapping[str, Any],
-                   step: int = 0) -> str:
-    """Writes a converted directory (see module docstring); refuses to overwrite one."""
+def check_free(dst: str) -> None:
+    """FileExistsError when `dst` already holds checkpoints (the converter checks before reading anything)."""
     ckpt_dir = os.path.join(dst, "checkpoints")
     if os.path.exists(ckpt_dir) and os.listdir(ckpt_dir):
         raise FileExistsError(f"{dst} already holds checkpoints; choose an empty --dst")
+
+
+def save_converted(dst: str, pretrain_config, params: Mapping[str, Any], report: Mapping[str, Any],
+                   step: int = 0) -> str:
+    """Writes a converted directory (see module docstring); refuses to overwrite one."""
+    check_free(dst)
+    ckpt_dir = os.path.join(dst, "checkpoints")
     os.makedirs(dst, exist_ok=True)
     with open(os.path.join(dst, "config.json"), "w", encoding="utf-8") as f:
         f.write(pretrain_config.to_json_best_effort(indent=2))

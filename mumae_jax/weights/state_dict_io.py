@@ -41,13 +41,19 @@ def _to_numpy(path: str, key: str, value) -> np.ndarray:
     _fail(path, f"entry {key!r} is a {type(value).__name__}, not a tensor")
 
 
+# Clip geometry an official training checkpoint's `args` records (VideoMAE / Mu-MAE argparse names).
+GEOMETRY_ARGS = ("num_frames", "input_size")
+
+
 def unwrap_checkpoint(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], dict]:
     """(state dict, info) of a training checkpoint {'model'|'module'|'state_dict': sd, 'epoch': ..., ...};
     info holds the wrapper's name and its scalar entries. Anything else comes back unchanged."""
     for wrapper in WRAPPERS:
         if isinstance(obj.get(wrapper), Mapping):
             info = {k: v for k, v in obj.items() if k != wrapper and isinstance(v, (int, float, str))}
-            return obj[wrapper], {**info, "wrapper": wrapper}
+            args = obj.get("args")  # the official run's argparse.Namespace: its clip geometry
+            geometry = {k: getattr(args, k) for k in GEOMETRY_ARGS if isinstance(getattr(args, k, None), int)}
+            return obj[wrapper], {**info, "wrapper": wrapper, **({"args": geometry} if geometry else {})}
     return obj, {}
 
 
@@ -72,11 +78,14 @@ def _load_torch(path: str):
         # attribute holder, allowed explicitly; anything else non-tensor is refused.
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
         try:
-            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "?"
-        except Exception:  # noqa: BLE001 - only used to improve the message
-            names = "?"
+            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:  # noqa: BLE001 - not a torch archive / pickle at all
+            names = ""
+        if not names:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            _fail(path, f"is not a PyTorch checkpoint (torch.load: {first})")
         _fail(path, "refused by torch.load(weights_only=True): it holds objects other than tensors and plain "
                     f"containers (classes: {names}); we never unpickle arbitrary code. Re-save its state "
                     "dict with torch.save(model.state_dict(), ...) or convert it to .safetensors")
