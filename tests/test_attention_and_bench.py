@@ -69,4 +69,7 @@ def test_bench_record_is_consistent():
     assert r["matmul_floor_step_s"] == pytest.approx(r["analytic_gflops_per_clip"] * 1e9 * 8 / (r["matmul_tflops"] * 1e12))
     assert step_speed.peak_tflops("NVIDIA H200") == 989.0 and step_speed.peak_tflops("TPU v5 lite") == 197.0
     assert step_speed.peak_tflops("cpu", 1.5) == 1.5
+    # the default batch: the config's on accelerators; on CPU at most 16, a multiple of the device count
+    assert step_speed.default_batch(64, "gpu", 8) == 64 and step_speed.default_batch(8, "cpu", 8) == 8
+    assert step_speed.default_batch(64, "cpu", 1) == 16 and step_speed.default_batch(64, "cpu", 6) == 18
     assert "GFLOP per clip" in step_speed.format_table({"step": r})

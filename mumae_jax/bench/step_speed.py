@@ -42,7 +42,7 @@ from ml_collections import config_flags  # noqa: E402
 from mumae_jax.core import host_memory  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Pretraining config (configs/pretrain.py[:args]).", lock_config=False)
-flags.DEFINE_integer("batch", 0, "Global batch (0: config.batch_size).")
+flags.DEFINE_integer("batch", 0, "Global batch (0: config.batch_size; on CPU at most CPU_BATCH).")
 flags.DEFINE_integer("steps", 10, "Timed steps (per round with --peer).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_float("peak_tflops", 0.0, "Peak dense TFLOP/s for MFU (0: from the table by device kind).")
@@ -296,6 +296,16 @@ def format_table(result: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+CPU_BATCH = 16  # a config's accelerator batch (64 for the paper) would take minutes per step on a CPU
+
+
+def default_batch(config_batch: int, backend: str, devices: int) -> int:
+    """The config's batch; on CPU at most CPU_BATCH, rounded up to a multiple of the device count."""
+    if backend != "cpu" or config_batch <= CPU_BATCH:
+        return config_batch
+    return -(-CPU_BATCH // devices) * devices
+
+
 def main(argv):
     import jax
 
@@ -304,7 +314,9 @@ def main(argv):
     if f.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", f.compilation_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    batch = f.batch or config.batch_size
+    batch = f.batch or default_batch(config.batch_size, jax.default_backend(), jax.device_count())
+    print(f"batch {batch}{'' if f.batch else ' (default; --batch to change)'} on {jax.device_count()} "
+          f"{jax.default_backend()} device(s); compiling ...", flush=True)
     if f.framework:
         from mumae_jax.bench import peer
 
