@@ -73,3 +73,13 @@ def test_bench_record_is_consistent():
     assert step_speed.default_batch(64, "gpu", 8) == 64 and step_speed.default_batch(8, "cpu", 8) == 8
     assert step_speed.default_batch(64, "cpu", 1) == 16 and step_speed.default_batch(64, "cpu", 6) == 18
     assert "GFLOP per clip" in step_speed.format_table({"step": r})
+    # a side-by-side comparison whose step times spread more than 1.5x (p90/p10) is flagged, a steady one is not
+    steady = {"median": 1.0, "p10": 0.9, "p90": 1.1, "n": 30}
+    wild = {"median": 5.7, "p10": 3.7, "p90": 13.8, "n": 30}  # the reported case: a 5.72x speed-up from this
+    for peer_s, flagged in ((steady, False), (wild, True)):
+        peer = {"shapes": "video", "matmul_floor_step_s": 0.1, "speedup": peer_s["median"], "rounds": 9,
+                "noisy": max(step_speed.spread(peer_s), step_speed.spread(steady)) > step_speed.NOISY_SPREAD,
+                "mumae_jax": {"step_s": steady}, "transformers": {"step_s": peer_s, "framework": "torch",
+                                                                  "attention": "sdpa"}}
+        row = [ln for ln in step_speed.format_table({"step": r, "peer": peer}).splitlines() if "speed-up" in ln][0]
+        assert ("NOISY: p90/p10 spread 3.7 > 1.5 after 9 rounds" in row) == flagged, row
