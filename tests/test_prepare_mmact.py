@@ -306,6 +306,25 @@ def test_sensor_subset_classes_file_and_unknown_classes(tmp_path):
                              "subject1_cam2_scene1_session1_dancing": ("dropped", "camera_excluded")}
 
 
+def test_other_class_names_need_a_class_list_or_auto(tmp_path, capsys):
+    """A tree whose actions are not MMAct's: without a class list nothing is kept, which is an error naming the
+    reason and the flag; --classes auto takes the tree's names (sorted) and writes them beside the shards."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    for action in ("wave", "clap"):
+        T.write_video(T.video_path(src, 1, 1, 1, 1, action), 20)
+        for s in ("acc_phone", "gyro"):
+            T.write_csv(T.sensor_path(src, s, 1, 1, 1, action), *T.sensor_data(action, s, 0.7))
+    argv = ["--src", str(src), "--out", str(out), "--sensors", "acc_phone,gyro", "--workers", "1", "--no-progress"]
+    assert P.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: kept 0 of 2 clips: 2 dropped as 'unknown_class'")
+    assert "--classes auto" in err[0] and str(out / "manifest.jsonl") in err[0]
+    assert P.main(argv + ["--classes", "auto", "--short-side", "0"]) == 0
+    assert (out / "classes.txt").read_text() == "clap\nwave\n"
+    labels = {r["clip"].decode(): int(r["label"]) for r in P.read_prepared(out).as_numpy_iterator()}
+    assert labels == {"subject1_cam1_scene1_session1_clap": 0, "subject1_cam1_scene1_session1_wave": 1}
+
+
 def test_path_parsing():
     assert L.parse_video_path("x/subject12/cam3/scene4/session5/talking_on_phone.mp4") == (
         12, 3, 4, 5, "talking_on_phone")

@@ -3,7 +3,7 @@
     python -m mumae_jax.data.prepare_mmact --src /data/mmact --out /data/mmact_prepared \
         [--video-dir DIR|TAR] [--sensors acc_phone,acc_watch,gyro,orientation] [--sensor-root NAME=DIR|TAR]
         [--short-side 256] [--jpeg-quality 90] [--min-frames 16] [--shard-size 64] [--workers N]
-        [--classes FILE] [--allow-unknown-classes] [--cameras 1,2,3,4] [--no-progress]
+        [--classes FILE|auto] [--allow-unknown-classes] [--cameras 1,2,3,4] [--no-progress]
 
 Input (see data/MMACT.md): `<src>/video/subjectN/camK/sceneS/sessionT/<action>.mp4` and
 `<src>/<sensor>_clip/subjectN/sceneS/sessionT/<action>.csv`, each tree either a directory or a
@@ -51,6 +51,19 @@ __all__ = ["FEATURES", "FORMAT_VERSION", "SHARD_PATTERN", "WORK_DIR", "PrepareEr
            "shard_paths"]
 
 WORK_DIR = "_work"
+
+
+CLASSES_FILE = "classes.txt"  # the class list `--classes auto` took from the tree
+# What to change when one drop reason empties the result (the error names the most frequent one).
+FIXES = {
+    "unknown_class": "pass the dataset's class names: --classes FILE (one per line) or --classes auto (the names "
+                     "found in the tree), or keep them unlabelled with --allow-unknown-classes",
+    "camera_excluded": "--cameras excludes them",
+    "no_sensors": "no sensor recording matches the videos: check --sensors / --sensor-root",
+    "sensor_missing": "a listed sensor is missing: list only the sensors every clip has in --sensors",
+    "unrecognised_path": "the paths are not subjectN/[camK/]sceneS/sessionT/<action>.mp4 (see data/MMACT.md)",
+    "too_few_frames": "the videos are shorter than --min-frames",
+}
 
 
 class PrepareError(L.LayoutError):
@@ -122,8 +135,8 @@ def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, vid
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / WORK_DIR
-    class_list = L.load_class_list(classes)
-    class_id = {c: i for i, c in enumerate(class_list)}
+    auto_classes = str(classes) == "auto"
+    class_list = () if auto_classes else L.load_class_list(classes)
 
     # ---- locate (and safely extract) the trees --------------------------------------------------------
     vpath = Path(video_dir) if video_dir is not None else Path(src) / "video"
@@ -151,6 +164,11 @@ def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, vid
         bad_sensor_files += bad
     log(f"found {len(videos)} videos under {video_root}; sensor recordings: "
         + ", ".join(f"{s}={len(sensor_index[s])}" for s in sensor_names))
+    if auto_classes:  # the tree's action names, sorted; written beside the shards
+        class_list = tuple(sorted({v.action for v in videos}))
+        _atomic_write_bytes(out / CLASSES_FILE, ("\n".join(class_list) + "\n").encode())
+        log(f"--classes auto: {len(class_list)} classes from the video names, written to {out / CLASSES_FILE}")
+    class_id = {c: i for i, c in enumerate(class_list)}
 
     # ---- cheap checks and pairing ---------------------------------------------------------------------
     entries: list[dict] = []
@@ -301,6 +319,10 @@ def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, vid
     }
     _atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
     log(format_summary(summary))
+    if not kept:
+        top, n = reasons.most_common(1)[0]
+        raise PrepareError(f"kept 0 of {len(entries)} clips: {n} dropped as {top!r}; {FIXES.get(top) or L.REASONS.get(top, top)} "
+                           f"({out / 'manifest.jsonl'} lists every clip and why)")
     return summary
 
 
@@ -333,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=64, help="clips per shard")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cpu count)")
     p.add_argument("--classes", help="file with the known class names, one per line (default: the 33 "
-                                     "Mu-MAE classes); line order gives the label")
+                                     "Mu-MAE classes); line order gives the label; 'auto': the action names "
+                                     "found in the tree, sorted (written to <out>/classes.txt)")
     p.add_argument("--allow-unknown-classes", action="store_true",
                    help="keep clips whose action is not in the class list (label -1)")
     p.add_argument("--cameras", help="comma-separated camera numbers to keep, e.g. 1,2,3,4 (default: all "
