@@ -106,3 +106,19 @@ def test_oneshot_recipes():
     assert recipe("") == recipe("recipe=paper") == ("sgd", (), "official", 0.01, 256020)
     with pytest.raises(ValueError, match="recipe"):
         oneshot.get_config("runlocal,recipe=fast")
+
+
+def test_oneshot_num_classes_comes_from_the_class_split():
+    from mumae_jax.configs import oneshot
+    from mumae_jax.data import splits
+    from mumae_jax.trainers import oneshot_training
+
+    c = oneshot.get_config("runlocal")
+    assert c.model.num_classes == 0 and oneshot_training.num_classes(c) == 33  # split 3 of the 33 classes
+    three = splits.ClassSplit(base=("a", "b"), validation=(), novel=("c",))
+    assert oneshot_training.num_classes(c, three) == 3  # another dataset's split: no hand-set number
+    c.model.num_classes = 40
+    assert oneshot_training.num_classes(c, three) == 40
+    c.model.num_classes = 2
+    with pytest.raises(ValueError, match="num_classes=2 is smaller than the class split's 3 classes"):
+        oneshot_training.num_classes(c, three)

@@ -129,3 +129,14 @@ def test_augmentation_on_prepared_data(prepared):
     np.testing.assert_array_equal(a["label"], b["label"])
     for s in SENSORS:
         assert b[s].shape == a[s].shape and np.isfinite(b[s]).all() and not np.allclose(a[s], b[s]), s
+
+
+def test_pretraining_split_settings_reach_the_builder(prepared):
+    """config.data.val_fraction / include_validation_classes: the default builds the default TFDS config, another
+    value a derived one with that split (here: more of the 20 base clips held out for pretrain_val)."""
+    assert mmact_input.split_overrides(_cfg(prepared)) == {}
+    assert mmact_input.split_overrides({**_cfg(prepared), "val_fraction": 0.2}) == {}
+    half = {**_cfg(prepared), "val_fraction": 0.6, "include_validation_classes": True}
+    assert mmact_input.split_overrides(half) == {"val_fraction": 0.6, "include_validation_classes": True}
+    source, _ = mmact_input.open_split(half, SENSORS)
+    assert len(source) < sources.get_source(_cfg(prepared)).num_examples(SENSORS)

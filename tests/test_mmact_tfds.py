@@ -193,6 +193,9 @@ def test_custom_class_file_labels_and_unknown_class_raises(env, tmp_path):
     b = M.build(env["out"], env["data_dir"], "mumae_split3", class_split_file=good, val_fraction=0.5)
     cs = S.ClassSplit.from_file(good)
     assert b.info.features["label"].names == list(cs.all_classes)
+    # the derived config describes the user's split, not the Mu-MAE one it derives from
+    assert b.builder_config.description == (f"Class split 'custom' from {good} (4 base / 1 validation / 2 novel "
+                                            "classes). Overrides: val_fraction=0.5.")
     assert b.info.splits["meta_test"].num_examples == len(S.meta_split(env["records"], cs, "novel"))
     ds = b.as_dataset(split="meta_val", decoders={"video": tfds.decode.SkipDecoding()})
     assert [ex["label"] for ex in tfds.as_numpy(ds)] == [cs.class_to_id["fall"]]

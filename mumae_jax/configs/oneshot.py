@@ -67,7 +67,8 @@ def get_config(arg=None):
     c.model = dict(mae_drop_path=0.1, video_drop_path=0.1, video_variant="", sensor_layout="transpose",
                    sensor_dim=64, fused_dim=768, channels=192, heads=4, scale_cls=7.0, alpha=1.0,
                    temperature=0.025, cam_hidden=6, normalize_video=True, loss_weight=0.5,
-                   num_classes=33, fusion="mae_query", mae_pooling="mean", mae_dropout=0.0)
+                   num_classes=0, fusion="mae_query", mae_pooling="mean", mae_dropout=0.0)
+    # num_classes: the global classifier's size; 0 = every class of the class split (33 for MMAct).
     # fusion: 'mae_query' (Mu-MAE: the MAE representation queries a cross-attention across the episode) or
     # 'concat' (plain gated concatenation of each clip's features and the MAE representation; ablation)
     # mae_pooling: the MAE representation R: 'mean' over all tokens (official) or 'modality' (one

@@ -130,8 +130,11 @@ def get_config(arg=None):
                       include_validation_classes=False)
     else:
         # dir: the prepare command's --out; the TFDS dataset is built under dir/tfds on first use.
+        # val_fraction / include_validation_classes: the pretraining split as for the synthetic data (a value
+        # other than the default builds a derived TFDS config beside the default one).
         c.data = dict(name="mmact", split="pretrain_train", dir="", tfds_dir="", split_config="mumae_split3",
-                      class_split_file="", shuffle=True, repeated_sampling=1)
+                      class_split_file="", shuffle=True, repeated_sampling=1, val_fraction=0.2,
+                      include_validation_classes=False)
     # repeated_sampling=k: k consecutive examples are different samples (start, crop) of one clip.
     # augmentation of the pretraining input (mumae_jax/data/input_pipeline.py, augment_options):
     # video_crop 'multiscale' is the official GroupMultiScaleCrop (always on for MMAct; synthetic clips

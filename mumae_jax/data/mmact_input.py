@@ -13,6 +13,7 @@ decoded, then the official multi-scale crop (scales 1/.875/.75/.66, 13 fixed off
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Sequence
 
@@ -32,6 +33,19 @@ def _field(cfg, key, default=None):
     return default if value in (None, "") else value
 
 
+# Pretraining-split settings a data config may change (`splits.pretrain_split`); each one that differs from the
+# builder's default gives a derived TFDS config (`mmact_splits.py`), so differently split data never mix.
+SPLIT_FIELDS = ("val_fraction", "include_validation_classes")
+
+
+def split_overrides(data_cfg) -> dict:
+    """The `SPLIT_FIELDS` of `data_cfg` that differ from the TFDS builder's defaults."""
+    from mumae_jax.data import mmact_splits
+
+    defaults = {f.name: f.default for f in dataclasses.fields(mmact_splits.MmactConfig) if f.name in SPLIT_FIELDS}
+    return {k: type(d)(_field(data_cfg, k, d)) for k, d in defaults.items() if _field(data_cfg, k, d) != d}
+
+
 def open_split(data_cfg, sensors: Sequence[str]):
     """(raw-bytes random-access source, TFDS features) of `data_cfg.split`; builds the TFDS dataset if needed."""
     prepared = _field(data_cfg, "dir")
@@ -42,7 +56,7 @@ def open_split(data_cfg, sensors: Sequence[str]):
                          f"--out {prepared}` first")
     tfds_dir = _field(data_cfg, "tfds_dir") or os.path.join(prepared, "tfds")
     builder = mmact_tfds.build(prepared, tfds_dir, _field(data_cfg, "split_config", "mumae_split3"),
-                               class_split_file=_field(data_cfg, "class_split_file"))
+                               class_split_file=_field(data_cfg, "class_split_file"), **split_overrides(data_cfg))
     missing = [s for s in sensors if s not in builder.sensors]
     if missing:
         raise ValueError(f"{prepared}: sensors {missing} were not prepared (prepared: {builder.sensors})")

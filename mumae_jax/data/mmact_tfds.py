@@ -103,7 +103,14 @@ def _derived_config(base: MmactConfig, overrides: Mapping[str, Any]) -> MmactCon
         key["class_split_content"] = S.ClassSplit.from_file(cfg.class_split_file).to_config()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:8]
     cfg.name = f"{base.name}_{digest}"
-    cfg.description = f"{base.description} (overrides: {sorted(ov)})"
+    if cfg.class_split_file:  # the user's split, not the base config's Mu-MAE one
+        cs = S.ClassSplit.from_file(cfg.class_split_file)
+        described = (f"Class split {cs.name!r} from {cfg.class_split_file} ({len(cs.base)} base / "
+                     f"{len(cs.validation)} validation / {len(cs.novel)} novel classes).")
+    else:
+        described = base.description
+    others = sorted(k for k in ov if k != "class_split_file")
+    cfg.description = described + (f" Overrides: {', '.join(f'{k}={ov[k]}' for k in others)}." if others else "")
     return cfg
 
 

@@ -29,7 +29,7 @@ def geometry(config) -> ClipGeometry:
     """What an episode clip becomes (`config.episodes`: `num_frames` frames, image_size, resize_to, sensor_length)."""
     ep = config.episodes
     return ClipGeometry(num_frames=ep.num_frames, image_size=ep.image_size, sensor_length=ep.sensor_length,
-                                sensors=tuple(config.sensors), resize_to=ep.resize_to)
+                        sensors=tuple(config.sensors), resize_to=ep.resize_to)
 
 
 def draw(config, recs, cs, part: str, num: int, seed: int) -> E.EpisodeList:

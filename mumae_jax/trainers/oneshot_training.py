@@ -41,7 +41,24 @@ def pretrain_config(config):
     return pretrain.get_config(config.init.pretrain_config)
 
 
-def build_model(config, pcfg) -> MuMAEOneShot:
+def class_split(config):
+    """The stage's class split (`config.class_split` over `config.data`)."""
+    return sources.get_source(config.data).class_split(config.class_split.num_val, config.class_split.seed)
+
+
+def num_classes(config, split=None) -> int:
+    """The global classifier's size: `config.model.num_classes`, or (0, the default) every class of the class
+    split; a number too small for the split's global ids is an error."""
+    need = len((split or class_split(config)).class_to_id)
+    n = int(config.model.num_classes) or need
+    if n < need:
+        raise ValueError(f"config.model.num_classes={n} is smaller than the class split's {need} classes "
+                         "(set 0 to derive it)")
+    return n
+
+
+def build_model(config, pcfg, split=None) -> MuMAEOneShot:
+    """The one-shot model of `config` around the MAE encoder of the pretraining config `pcfg`."""
     ep, m = config.episodes, config.model
     mae = mae_features.from_pretrain_config(pcfg, drop_path=m.mae_drop_path, normalize_video=m.normalize_video,
                                             pooling=m.get("mae_pooling", "mean"),
@@ -55,7 +72,7 @@ def build_model(config, pcfg) -> MuMAEOneShot:
                                     image_size=ep.image_size, drop_path=m.video_drop_path)
     return MuMAEOneShot(mae=mae, video=video, sensors=tuple(config.sensors), sensor_layout=m.sensor_layout,
                         sensor_dim=m.sensor_dim, fused_dim=m.fused_dim, channels=m.channels, heads=m.heads,
-                        way=ep.way, num_classes=m.num_classes, scale_cls=m.scale_cls, alpha=m.alpha,
+                        way=ep.way, num_classes=num_classes(config, split), scale_cls=m.scale_cls, alpha=m.alpha,
                         temperature=m.temperature, cam_hidden=m.cam_hidden, normalize_video=m.normalize_video,
                         fusion_mode=m.get("fusion", "mae_query"), mae_dropout=m.get("mae_dropout", 0.0))
 
@@ -85,10 +102,9 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     if config.lr <= 0 or config.total_tasks < t:
         raise ValueError(f"need lr > 0 and total_tasks >= tasks_per_batch; got lr={config.lr}, "
                          f"total_tasks={config.total_tasks}, tasks_per_batch={t}")
-    model = build_model(config, pretrain_config(config))
+    cs, recs = class_split(config), sources.get_source(config.data).records()
+    model = build_model(config, pretrain_config(config), cs)
     total = math.ceil(config.total_tasks / t)
-    source = sources.get_source(config.data)
-    cs, recs = source.class_split(config.class_split.num_val, config.class_split.seed), source.records()
     test_list = oneshot_episodes.eval_list(config, recs, cs, workdir, "test")
     ep = config.episodes
     episode = episodic_step.dummy_episode(model, len(test_list[0].support), len(test_list[0].query), ep.num_frames,
