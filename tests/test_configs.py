@@ -122,3 +122,17 @@ def test_oneshot_num_classes_comes_from_the_class_split():
     c.model.num_classes = 2
     with pytest.raises(ValueError, match="num_classes=2 is smaller than the class split's 3 classes"):
         oneshot_training.num_classes(c, three)
+
+
+def test_sensor_names_are_a_config_argument():
+    from mumae_jax.configs import oneshot
+
+    c = pretrain.get_config("runlocal,sensors=acc+gyro")
+    assert c.modalities == ("video", "acc", "gyro") and set(c.modality) == {"video", "acc", "gyro"}
+    assert c.modality.gyro.mask_group == "sensors" and c.modality.acc.length == 128
+    assert [s.name for s in mae.from_config(c).specs] == ["video", "acc", "gyro"]
+    assert oneshot.get_config("runlocal,sensors=acc+gyro").sensors == ("acc", "gyro")
+    assert pretrain.get_config("sensors=acc+gyro,modalities=video").modalities == ("video",)
+    for bad in ("sensors=acc+acc", "sensors=acc++gyro"):
+        with pytest.raises(ValueError, match="distinct names joined by"):
+            pretrain.get_config(bad)

@@ -33,6 +33,14 @@ def parse_arg(arg, lazy=False, **spec):
     return cfg
 
 
+def name_list(name: str, value: str) -> tuple[str, ...]:
+    """`a+b+c` (a list inside a comma-separated config argument) -> ('a', 'b', 'c'); names unique, non-empty."""
+    names = tuple(v.strip() for v in value.split("+"))
+    if not value or any(not n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"config argument {name}={value!r}: expected distinct names joined by '+', e.g. acc+gyro")
+    return names
+
+
 def choice(name: str, value: str, options):
     """Returns value if it is one of options, else raises a ValueError naming the argument."""
     if value not in options:

@@ -15,6 +15,7 @@ Arguments (`--config=configs/oneshot.py:runlocal,init=random`):
   data=synthetic|mmact   embedded synthetic data (default) or prepared MMAct (set data.dir).
   init=pretrained|random the MAE encoder (and TimeSformer) from `model_init` (a pretraining workdir or
                          a converted checkpoint), or random.
+  sensors=a+b+...        the sensor streams, one CNN each (default MMAct's four; as configs/pretrain.py).
   runlocal               tiny CPU run (4 frames of 64², 8 tasks/update, small eval lists).
   recipe=measured|paper  runlocal only: 'measured' (default) is what learns within a CPU budget
                          (docs/transfer.md): Adam (lr 1e-3) on the new parts (sensor CNNs, fusion,
@@ -44,7 +45,8 @@ SENSORS = ("acc_phone", "acc_watch", "gyro", "orientation")
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(arg, runlocal=False, data="synthetic", init="pretrained", recipe="measured")
+    arg = common.parse_arg(arg, runlocal=False, data="synthetic", init="pretrained", recipe="measured",
+                           sensors="+".join(SENSORS))
     common.choice("recipe", arg.recipe, ("measured", "paper"))
     common.choice("data", arg.data, ("synthetic", "mmact"))
     common.choice("init", arg.init, ("pretrained", "random"))
@@ -75,7 +77,7 @@ def get_config(arg=None):
     # normalised mean per modality, concatenated; the better frozen feature in docs/transfer.md)
     # mae_dropout: probability of zeroing an episode's MAE representation in training (not in the paper;
     # keeps the sensor CNNs and the TimeSformer learning when a strong frozen feature fits the base classes)
-    c.sensors = SENSORS
+    c.sensors = common.name_list("sensors", arg.sensors)
 
     # ---- episodes ----
     c.episodes = dict(way=5, shot=1, protocol="official", queries=1, num_frames=8, image_size=224, resize_to=256,

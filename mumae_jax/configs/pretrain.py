@@ -10,6 +10,9 @@ Arguments (`--config=configs/pretrain.py:variant=S,runlocal`):
   variant=Ti|S|B           model size (default B, as pretrain.sh; Ti with runlocal).
   data=synthetic|mmact     embedded synthetic MMAct-like data (default) or prepared MMAct.
   modalities=all|video     Mu-MAE (video + 4 sensors) or video-only VideoMAE.
+  sensors=a+b+...          the sensor streams (default MMAct's acc_phone+acc_watch+gyro+orientation), e.g.
+                           sensors=acc+gyro for your own data prepared with --sensors acc,gyro; each gets the
+                           default sensor modality (`--config.modality.<name>.<field>=...` changes one).
   sensor_masking=synchronized|independent|time_aligned
                            one mask for all sensors (paper), one per sensor (ablation), or one mask
                            aligned in time with the video mask (contiguous sensor tokens).
@@ -46,7 +49,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def get_config(arg=None):
     arg = common.parse_arg(arg, variant="", runlocal=False, tiny=False, data="synthetic", modalities="all",
-                           sensor_masking="synchronized", video_masking="tube")
+                           sensor_masking="synchronized", video_masking="tube", sensors="+".join(SENSORS))
+    sensors = common.name_list("sensors", arg.sensors)
     arg.runlocal = arg.runlocal or arg.tiny
     arg.variant = variants.check_variant(arg.variant or ("Ti" if arg.runlocal else "B"))
     common.choice("data", arg.data, ("synthetic", "mmact"))
@@ -99,7 +103,7 @@ def get_config(arg=None):
     c.model_init = ""
     c.model_init_step = -1
     c.model_init_fresh = ()
-    c.modalities = ("video",) + (SENSORS if arg.modalities == "all" else ())
+    c.modalities = ("video",) + (sensors if arg.modalities == "all" else ())
     sensor = dict(kind="sensor", length=128, channels=3, num_tokens=16, patching="strided",
                   mask_type="random", mask_ratio=0.9, mask_group="sensors", align_to="",
                   loss_weight=0.5, normalize_target=True)
@@ -113,7 +117,7 @@ def get_config(arg=None):
                       input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD, decoder_ratio=1.0),
         # decoder_ratio < 1: the decoder reconstructs only that fraction of the masked tubes, drawn at
         # random (VideoMAE V2's decoder masking; a speed option, not in Mu-MAE; see README performance).
-        **{name: dict(sensor) for name in SENSORS},
+        **{name: dict(sensor) for name in sensors},
     }
 
     # ---- data ----
