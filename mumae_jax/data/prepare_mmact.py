@@ -321,7 +321,8 @@ def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, vid
     log(format_summary(summary))
     if not kept:
         top, n = reasons.most_common(1)[0]
-        raise PrepareError(f"kept 0 of {len(entries)} clips: {n} dropped as {top!r}; {FIXES.get(top) or L.REASONS.get(top, top)} "
+        fix = FIXES.get(top) or L.REASONS.get(top, top)
+        raise PrepareError(f"kept 0 of {len(entries)} clips: {n} dropped as {top!r}; {fix} "
                            f"({out / 'manifest.jsonl'} lists every clip and why)")
     return summary
 
