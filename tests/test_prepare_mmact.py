@@ -325,6 +325,25 @@ def test_other_class_names_need_a_class_list_or_auto(tmp_path, capsys):
     assert labels == {"subject1_cam1_scene1_session1_clap": 0, "subject1_cam1_scene1_session1_wave": 1}
 
 
+def test_release_folder_names_are_found_and_reported(tmp_path):
+    """A release that names its trees trimmed/ and Sensor_trimmed/<sensor>_clip/: found under --src (the shallowest
+    match), said in the log; two candidate video trees at one level are an error asking for --video-dir."""
+    src, logs = tmp_path / "src", []
+    _one_instance_tree(src)
+    (src / "video").rename(src / "trimmed")
+    (src / "Sensor_trimmed").mkdir()
+    for s in T.SENSORS:
+        (src / f"{s}_clip").rename(src / "Sensor_trimmed" / f"{s}_clip")
+    summary = P.prepare(tmp_path / "out", src, workers=1, short_side=0, progress=False, log=logs.append)
+    assert summary["kept"] == 1 and summary["options"]["video_root"] == str(src / "trimmed")
+    assert f"video tree: {src / 'trimmed'} (found under --src; --video-dir overrides)" in logs
+    gyro = src / "Sensor_trimmed" / "gyro_clip"
+    assert f"gyro tree: {gyro} (found under --src; --sensor-root gyro=... overrides)" in logs
+    shutil.copytree(src / "trimmed", src / "RGB")
+    with pytest.raises(L.LayoutError, match=r"several video trees under .*RGB, .*trimmed; choose one with --video-dir"):
+        P.prepare(tmp_path / "out2", src, workers=1, progress=False, log=lambda m: None)
+
+
 def test_path_parsing():
     assert L.parse_video_path("x/subject12/cam3/scene4/session5/talking_on_phone.mp4") == (
         12, 3, 4, 5, "talking_on_phone")

@@ -252,6 +252,44 @@ def resolve_tree(path: str | os.PathLike, work_dir: str | os.PathLike, name: str
     return None
 
 
+SEARCH_DEPTH = 3  # directory levels below --src searched for a tree whose default name is absent
+
+
+def _dirs_by_level(root: Path, depth: int) -> Iterable[list[Path]]:
+    """The directories 1..depth levels below root, one sorted list per level (hidden ones skipped)."""
+    level = [root]
+    for _ in range(depth):
+        level = [c for d in level for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+        yield level
+
+
+def _shallowest(src, test, what: str, flag: str) -> Path | None:
+    """The one directory below `src` (shallowest level first) that passes `test`; several at that level are
+    ambiguous (an error naming them and `flag`); None if there is none."""
+    for level in _dirs_by_level(Path(src), SEARCH_DEPTH):
+        hits = [d for d in level if test(d)]
+        if len(hits) > 1:
+            raise LayoutError(f"several {what} trees under {src}: {', '.join(map(str, hits))}; choose one with {flag}")
+        if hits:
+            return hits[0]
+    return None
+
+
+def find_video_tree(src: str | os.PathLike) -> Path | None:
+    """The video tree under a release folder whose name is not `video` (`trimmed/`, `RGB/`, ...): the
+    shallowest directory with subjectN/camK/sceneS/sessionT/<action>.mp4 below it."""
+    def holds_videos(d: Path) -> bool:
+        first = next(iter(d.glob("subject*/cam*/scene*/session*/*.mp4")), None)
+        return first is not None and parse_video_path(first.relative_to(d)) is not None
+
+    return _shallowest(src, holds_videos, "video", "--video-dir")
+
+
+def find_sensor_tree(src: str | os.PathLike, sensor: str) -> Path | None:
+    """The shallowest `<sensor>_clip` directory under a release folder (e.g. `Sensor_trimmed/gyro_clip/`)."""
+    return _shallowest(src, lambda d: d.name == f"{sensor}_clip", f"{sensor!r} sensor", "--sensor-root")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Sensor CSVs
 # ----------------------------------------------------------------------------------------------------

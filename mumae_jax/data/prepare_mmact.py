@@ -141,6 +141,9 @@ def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, vid
     # ---- locate (and safely extract) the trees --------------------------------------------------------
     vpath = Path(video_dir) if video_dir is not None else Path(src) / "video"
     video_root = L.resolve_tree(vpath, work, "video")
+    if video_root is None and video_dir is None and src is not None:  # a release's own folder names
+        if (video_root := L.find_video_tree(src)) is not None:
+            log(f"video tree: {video_root} (found under --src; --video-dir overrides)")
     if video_root is None:
         raise PrepareError(f"video tree not found: {vpath} (a directory or {vpath}.tar.gz)")
     roots = {}
@@ -149,6 +152,9 @@ def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, vid
         if p is None:
             raise PrepareError(f"no --sensor-root for sensor {s!r} and no --src")
         r = L.resolve_tree(p, work, f"{s}_clip")
+        if r is None and s not in sensor_roots and src is not None:
+            if (r := L.find_sensor_tree(src, s)) is not None:
+                log(f"{s} tree: {r} (found under --src; --sensor-root {s}=... overrides)")
         if r is None:
             raise PrepareError(f"sensor tree for {s!r} not found: {p} (a directory or {p}.tar.gz); "
                                "check --sensors")
