@@ -40,10 +40,13 @@ def main(argv):
         raise app.UsageError(f"unknown config.trainer {config.trainer!r}")
     from mumae_jax.trainers import pretraining
 
+    from mumae_jax.core import loop
+
     result = pretraining.train_and_evaluate(config, flags.FLAGS.workdir)
-    last = result["history"][-1] if result["history"] else {}
+    losses = [r["loss"] for r in result["history"] if "loss" in r]
     print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else "")
-          + (f", last logged loss {last['loss']:.4f}" if last else ""))
+          + (f", last logged loss {losses[-1]:.4f}" if losses else ""))
+    print(loop.format_summary(result["summary"]))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """train_and_evaluate end to end on the synthetic data: metrics, checkpoints, exact resume, NaN stop."""
+import json
 import os
 import re
 import signal
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mumae_jax.core import checkpointing, metrics
+from mumae_jax.core import checkpointing, loop, metrics
 from mumae_jax.trainers import pretraining
 
 
@@ -110,3 +111,14 @@ def test_periodic_fewshot_evaluation_is_logged_and_deterministic(tiny_config, tm
     evaluator = frozen.FewshotEvaluator(tiny_config, tiny_config.evals.fewshot)
     again = [evaluator(out["state"]["params"]) for _ in range(2)]
     assert again[0] == again[1] == {k: v for k, v in logged[0].items() if k.startswith("fewshot/")}
+    # the run's summary: summary.json and the closing lines main.py prints
+    s = json.load(open(os.path.join(tmp_path, "summary.json")))
+    assert s == json.loads(json.dumps(out["summary"])) and (s["step"], s["last_checkpoint"]) == (2, 2)
+    assert s["latest"]["fewshot/ridge_accuracy"] == logged[0]["fewshot/ridge_accuracy"]
+    assert s["latest"]["loss"] == out["history"][-1]["loss"] and s["workdir"] == str(tmp_path)
+    assert s["wall_s"] > s["first_step_s"] > 0 and s["evaluation_s"] > 0
+    oneshot = f"python main.py --config=configs/oneshot.py --config.model_init={tmp_path}"
+    assert s["next_commands"][2].startswith(oneshot)
+    text = loop.format_summary(s)
+    assert f"fewshot/ridge_accuracy {s['latest']['fewshot/ridge_accuracy']:.4g}" in text
+    assert "last checkpoint   step 2" in text and text.splitlines()[-1] == f"  {s['next_commands'][-1]}"

@@ -78,6 +78,26 @@ def write_json(workdir: str, name: str, obj: Any) -> None:
         (epath.Path(workdir) / name).write_text(json.dumps(obj, indent=1), encoding="utf-8")
 
 
+def format_summary(s: Mapping[str, Any]) -> str:
+    """The closing lines of a run (`TrainLoop.summary`): where it is, what it reached, how long it took, the
+    latest loss and evaluation numbers, and what usually comes next."""
+    def secs(v):
+        return "n/a" if v is None else f"{v:.0f} s"
+
+    lines = [f"{s['stage']} finished at step {s['step']} of {s['total_steps']}"
+             + (" (stopped by SIGTERM)" if s["preempted"] else ""),
+             f"  workdir           {s['workdir']} (summary.json)",
+             f"  last checkpoint   step {s['last_checkpoint']}",
+             f"  time              {secs(s['wall_s'])}: compile + first step {secs(s['first_step_s'])}, "
+             f"evaluation {secs(s['evaluation_s'])}"]
+    for k, v in s["latest"].items():
+        if k == "loss" or k.endswith(("_accuracy", "val_accuracy")):
+            lines.append(f"  {k:<17} {v:.4g}")
+    if s["next_commands"]:
+        lines += ["next:"] + [f"  {c}" for c in s["next_commands"]]
+    return "\n".join(lines)
+
+
 def write_config(config, workdir: str) -> None:
     """workdir/config.json (process 0): what `weights.pretrained.load_config` and a resumed run read."""
     if jax.process_index() == 0:
@@ -178,9 +198,12 @@ class TrainLoop:
         self.preempted, self.history, self.start = False, [], 0
         self._closers: list[Callable[[], None]] = []
         self._pending: list = []
+        self.times = {"first_step_s": None, "evaluation_s": 0.0}  # compile + first step; evaluator runs
+        self.last_saved: Optional[int] = None
 
     # ---- set-up and cleanup ----
     def __enter__(self):
+        self._t_enter = time.perf_counter()
         self._lock = run_lock.RunLock(self.workdir).__enter__()
         try:
             self.ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints"), self.keep)
@@ -226,6 +249,7 @@ class TrainLoop:
         self.bar = tqdm.tqdm(total=self.total, initial=self.start, desc=self.desc, unit="step", dynamic_ncols=True,
                              disable=not self.show_bar)
         self._t_log, self._since_log = time.perf_counter(), 0
+        self._t_first = self._t_log
         return state, self.start
 
     # ---- per step ----
@@ -233,6 +257,7 @@ class TrainLoop:
         """After training step `step` (1-based): log, evaluate and save as due. True when the run must stop
         (preempted: the step is saved and committed)."""
         if step == self.start + 1:  # the step was just compiled: give what the compiler freed back
+            self.times["first_step_s"] = time.perf_counter() - self._t_first
             host_memory.release_freed()
         self._pending.append(step_metrics)
         self._since_log += 1
@@ -242,7 +267,9 @@ class TrainLoop:
             self._log(step, state)
         for ev in self.evaluators:  # also on a stop: a resumed run does not redo this step's evaluation
             if itstime(step, ev.every, self.total):
+                t = time.perf_counter()
                 self.record(step, {k: float(v) for k, v in ev.run(step, state).items()})
+                self.times["evaluation_s"] += time.perf_counter() - t
         stopping = self.stop.should_stop(step)  # read again: the signal may have come while logging or evaluating
         if last or stopping or step % self.save_every == 0:
             self.save(step, state)
@@ -277,3 +304,24 @@ class TrainLoop:
     def save(self, step: int, state) -> None:
         check_finite(state)
         self.ckpt.save(step, state, {"step": step, "total_steps": self.total})
+        self.last_saved = step
+
+    # ---- the end ----
+    def summary(self, step: int, next_commands: Sequence[str] = ()) -> dict:
+        """What the run did, for `<workdir>/summary.json` and the closing lines (`format_summary`): steps, the
+        last checkpoint, wall time (this process), compile + first step, evaluation time, the latest value of
+        each logged metric, and the commands that usually come next."""
+        latest: dict[str, Any] = {}
+        for rec in self.history:
+            latest.update({k: v for k, v in rec.items() if k != "step"})
+        return {"workdir": checkpointing.absolute(self.workdir), "stage": self.desc, "start_step": self.start,
+                "step": int(step), "total_steps": self.total, "preempted": self.preempted,
+                "last_checkpoint": self.ckpt.latest_step() if self.last_saved is None else self.last_saved,
+                "wall_s": time.perf_counter() - self._t_enter, **self.times, "latest": latest,
+                "next_commands": list(next_commands)}
+
+    def write_summary(self, step: int, next_commands: Sequence[str] = ()) -> dict:
+        """`summary` written to `<workdir>/summary.json` (process 0) and returned."""
+        s = self.summary(step, next_commands)
+        write_json(self.workdir, "summary.json", s)
+        return s

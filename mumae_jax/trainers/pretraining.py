@@ -72,7 +72,8 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
 
     Resumes automatically from the latest checkpoint in `workdir`, as the workdir's only run
     (`run_lock`). `step_hook(step)` (optional) runs on the host after every step. Returns {'step',
-    'state', 'history' (logged records), 'preempted'}.
+    'state', 'history' (logged records), 'preempted', 'summary'} (the summary also goes to
+    `<workdir>/summary.json`: `core.loop.TrainLoop.summary`).
     """
     model = mae.from_config(config)  # validates modalities and sizes before any work
     mesh = sharding.make_mesh()
@@ -118,4 +119,12 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
                 step_hook(step)
             if run.end_step(step, state, metrics):
                 break
-    return {"step": step, "state": state, "history": run.history, "preempted": run.preempted}
+        summary = run.write_summary(step, next_commands(workdir))
+    return {"step": step, "state": state, "history": run.history, "preempted": run.preempted, "summary": summary}
+
+
+def next_commands(workdir: str) -> list[str]:
+    """What usually follows a pretraining run: its pictures, frozen probes on novel classes, the one-shot stage."""
+    return [f"python -m mumae_jax.evaluators.pictures --workdir={workdir}",
+            f"python -m mumae_jax.evaluators.frozen --pretrain_workdir {workdir} --part novel",
+            f"python main.py --config=configs/oneshot.py --config.model_init={workdir} --workdir={workdir}_oneshot"]
