@@ -26,10 +26,13 @@ def main(argv):
         from mumae_jax.evaluators import episode_accuracy
         from mumae_jax.trainers import oneshot_training
 
+        from mumae_jax.core import loop
+
         result = oneshot_training.train_and_evaluate(config, flags.FLAGS.workdir)
         if result["report"]:
             print(episode_accuracy.format_report(result["report"]))
         print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else ""))
+        print(loop.format_summary(result["summary"]))
         return
     if config.trainer == "ablations":
         from mumae_jax.bench import ablations

@@ -62,6 +62,9 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
     assert sel["label"] == episode_accuracy.TEST_SELECTED_LABEL
     assert sel["accuracy"] == max(r["test_accuracy"] for r in evals) and sel["num_evaluations"] == 3
     assert episode_accuracy.TEST_SELECTED_LABEL in open(os.path.join(w, "report.txt")).read()
+    summary = json.load(open(os.path.join(w, "summary.json")))
+    assert (summary["stage"], summary["step"], summary["last_checkpoint"]) == ("one-shot", 3, 3)
+    assert summary["latest"]["val_accuracy"] == evals[-1]["val_accuracy"] and summary["evaluation_s"] > 0
 
     # the same checkpoint and episode list give the same accuracy twice (and equal the report)
     a = oneshot_training.evaluate_checkpoint(c, w, step=3)

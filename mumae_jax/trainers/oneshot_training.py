@@ -244,4 +244,6 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
             if run.end_step(step, state, metrics):
                 break
         report = None if run.preempted else episodes.final_report(state, step, s["abstract"], run.history, workdir)
-    return {"step": step, "state": state, "history": run.history, "report": report, "preempted": run.preempted}
+        summary = run.write_summary(step)
+    return {"step": step, "state": state, "history": run.history, "report": report, "preempted": run.preempted,
+            "summary": summary}
