@@ -31,8 +31,8 @@ def main(argv):
         result = oneshot_training.train_and_evaluate(config, flags.FLAGS.workdir)
         if result["report"]:
             print(episode_accuracy.format_report(result["report"]))
-        print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else ""))
         print(loop.format_summary(result["summary"]))
+        print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else ""))
         return
     if config.trainer == "ablations":
         from mumae_jax.bench import ablations
@@ -47,9 +47,10 @@ def main(argv):
 
     result = pretraining.train_and_evaluate(config, flags.FLAGS.workdir)
     losses = [r["loss"] for r in result["history"] if "loss" in r]
+    # the summary, then the line launchers and scripts read last (launch/local_multiprocess.sh prints it)
+    print(loop.format_summary(result["summary"]))
     print(f"finished at step {result['step']}" + (" (stopped by SIGTERM)" if result["preempted"] else "")
           + (f", last logged loss {losses[-1]:.4f}" if losses else ""))
-    print(loop.format_summary(result["summary"]))
 
 
 if __name__ == "__main__":
