@@ -23,10 +23,9 @@ def main(argv):
     distributed.maybe_initialize()  # before any backend use; a no-op unless launched as a multi-process job
     config = flags.FLAGS.config
     if config.trainer == "oneshot":
+        from mumae_jax.core import loop
         from mumae_jax.evaluators import episode_accuracy
         from mumae_jax.trainers import oneshot_training
-
-        from mumae_jax.core import loop
 
         result = oneshot_training.train_and_evaluate(config, flags.FLAGS.workdir)
         if result["report"]:
@@ -41,9 +40,8 @@ def main(argv):
         return
     if config.trainer != "pretrain":
         raise app.UsageError(f"unknown config.trainer {config.trainer!r}")
-    from mumae_jax.trainers import pretraining
-
     from mumae_jax.core import loop
+    from mumae_jax.trainers import pretraining
 
     result = pretraining.train_and_evaluate(config, flags.FLAGS.workdir)
     losses = [r["loss"] for r in result["history"] if "loss" in r]

@@ -27,9 +27,20 @@ def _whole_replicas_on_cpu() -> None:
     compiled slice per array and replica (3,000 compilations for the tiny model on 8 CPU devices: 7 s on this
     repository's tests). CPU devices share the host's memory, so the split only costs. The files are the same
     format either way; checkpoints written with or without it restore alike."""
-    if jax.default_backend() == "cpu":
-        ocp.type_handlers.register_type_handler(
-            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+    global _CPU_HANDLER
+    if jax.default_backend() == "cpu" and not _CPU_HANDLER:
+        absl_log = logging.getLogger("absl")  # orbax warns about any override; this one is deliberate
+        level = absl_log.level
+        absl_log.setLevel(logging.ERROR)
+        try:
+            ocp.type_handlers.register_type_handler(
+                jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+        finally:
+            absl_log.setLevel(level)
+        _CPU_HANDLER = True
+
+
+_CPU_HANDLER = False  # registered once per process
 
 
 class Checkpointer:
