@@ -1,10 +1,9 @@
 """Entry point: `python main.py --config=configs/{pretrain,oneshot,ablations}.py[:args] --workdir=DIR [--config.x=y ...]`.
 
 Multi-host: started once per host (or GPU) by a launcher, it joins the job first (mumae_jax/core/distributed.py)."""
-import logging
-import os
+from mumae_jax.core import cli
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+cli.quiet_environment()  # before TensorFlow is imported
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -16,8 +15,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax/jax chatter
-    logging.getLogger("mumae_jax").setLevel(logging.INFO)
     from mumae_jax.core import distributed
 
     distributed.maybe_initialize()  # before any backend use; a no-op unless launched as a multi-process job
@@ -52,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_absl(main)

@@ -270,7 +270,7 @@ def test_cli(tmp_path, capsys):
     lst.write_text("".join(f"{r.action}/{splits.clip_name(r)}\n" for r in reversed(recs)))
     out1, out2 = tmp_path / "o1.json", tmp_path / "o2.json"
     for out in (out1, out2):
-        assert E.main(["--records", str(lst), "--out", str(out), "--num-episodes", "30", "--seed", "4"]) == 0
+        assert E.main(["--records", str(lst), "--out", str(out), "--num_episodes", "30", "--seed", "4"]) == 0
     assert out1.read_bytes() == out2.read_bytes()
     loaded = E.load_episode_list(out1)
     assert loaded == E.make_episode_list(recs, cs, part="novel", num_episodes=30, seed=4)
@@ -299,22 +299,22 @@ def test_cli_class_split_file(tmp_path, capsys):
     cs_file = tmp_path / "split.json"
     cs.to_file(cs_file)
     out = tmp_path / "o.json"
-    assert E.main(["--records", str(lst), "--out", str(out), "--class-split", str(cs_file), "--part", "validation",
-                   "--way", "2", "--num-episodes", "40", "--seed", "1"]) == 0
+    assert E.main(["--records", str(lst), "--out", str(out), "--class_split", str(cs_file), "--part", "validation",
+                   "--way", "2", "--num_episodes", "40", "--seed", "1"]) == 0
     eps = E.load_episode_list(out)
     assert eps == E.make_episode_list(recs, cs, part="validation", way=2, num_episodes=40, seed=1)
     assert set().union(*(e.classes for e in eps)) == {"c2", "c3", "c4"}  # that part's classes, all of them drawn
     assert eps.meta["class_to_id"] == {"c2": 2, "c3": 3, "c4": 4}  # the file's global ids
     bad = tmp_path / "bad.json"
     splits.ClassSplit(base=["c0"], validation=["c2"], novel=["c5", "walking"]).to_file(bad)
-    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class-split", str(bad),
+    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class_split", str(bad),
                    "--way", "2"]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "['walking']" in err and "in none of the records" in err
-    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class-split", str(cs_file),
+    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class_split", str(cs_file),
                    "--classes", "c0,c9", "--way", "2"]) == 2
     assert str(cs_file) in capsys.readouterr().err
-    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class-split", str(cs_file),
+    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class_split", str(cs_file),
                    "--split", "split3"]) == 2
     assert "give one" in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()

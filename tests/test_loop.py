@@ -20,9 +20,10 @@ def _config(**kw):
     return c
 
 
-def _toy(workdir, config, total=7, bad_at=0, signal_at=0, every=2):
+def _toy(workdir, config, total=7, bad_at=0, signal_at=0, every=2, evaluate=None):
     """A loop over a one-parameter 'model' whose loss is (w - 3)^2, trained with SGD through the real
-    TrainLoop, guarded update and checkpointer. Returns (run, state, evaluator calls)."""
+    TrainLoop, guarded update and checkpointer. Returns (run, state, evaluator calls). `evaluate(run, step)`:
+    also called by the evaluator."""
     import optax
 
     mesh = sharding.make_mesh()
@@ -37,9 +38,11 @@ def _toy(workdir, config, total=7, bad_at=0, signal_at=0, every=2):
         return new, {"loss": loss, **norms}
 
     os.makedirs(workdir, exist_ok=True)
-    calls = []
-    ev = loop.FunctionEvaluator("toy", every, lambda step, st: calls.append(step) or {"w": float(st["params"]["w"])})
+    calls, holder = [], {}
+    ev = loop.FunctionEvaluator("toy", every, lambda step, st: calls.append(step) or (
+        evaluate and evaluate(holder["run"], step)) or {"w": float(st["params"]["w"])})
     with loop.TrainLoop(workdir, config, total=total, desc="toy", examples_per_step=4, evaluators=[ev]) as run:
+        holder["run"] = run
         state, start = run.restore_or_init(abstract, init)
         for step in range(start + 1, total + 1):
             state, m = step_fn(state, jnp.float32(np.nan if step == bad_at else 1.0))
@@ -77,6 +80,35 @@ def test_toy_loop_logs_evaluates_saves_and_resumes_exactly(tmp_path):
     assert run.start == 4 and calls == [6, 7] and float(state["params"]["w"]) == w
     # the resumed run's history holds the earlier run's records (step 4 logged on the stop) and its own
     assert [h["step"] for h in run.history if "loss" in h] == [2, 4, 6, 7]
+
+
+def test_the_bar_says_evaluating_leaves_pauses_out_of_its_rate_and_results_are_printed(tmp_path, capsys,
+                                                                                       monkeypatch):
+    import time
+
+    import tqdm
+
+    import functools
+
+    bar_cls = tqdm.tqdm
+    monkeypatch.setattr(tqdm, "tqdm", functools.partial(bar_cls, mininterval=0, miniters=1))  # every step a sample
+    descs, rates = [], []
+
+    def slow(run, step):
+        descs.append(run.bar.desc)
+        rates.append(run.bar.format_dict["rate"])  # the rate the ETA uses, before this pause
+        time.sleep(0.3)
+
+    run, _, calls = _toy(str(tmp_path / "w"), _config(progress_bar=True), total=7, evaluate=slow)
+    assert calls == [2, 4, 6, 7] and descs == ["toy (evaluating): "] * 4 and run.bar.desc == "toy: "
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("step ")] == [
+        "step 2", "step 4", "step 6", "step 7"] and "w " in out, out
+    # negative control: the same run with the pauses counted (no unpause) shows a much lower rate
+    monkeypatch.setattr(bar_cls, "unpause", lambda self: None)
+    kept = rates[-1]
+    _toy(str(tmp_path / "p"), _config(progress_bar=True), total=7, evaluate=slow)
+    assert kept > 3 * rates[-1], (kept, rates[-1])
 
 
 def test_toy_loop_stops_on_a_nonfinite_loss_without_saving_it(tmp_path):

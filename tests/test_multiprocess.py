@@ -64,6 +64,8 @@ def _run_pair_until_signalled(workdir: str, args: list, env: dict, after_step: i
             text = f.read()
         assert f"joined a 2-process job as process {i} (explicit; 1 local / 2 global devices)" in text, text[-2000:]
         assert f"saved a checkpoint at step {stop} and stopping" in text, text[-2000:]
+        # quiet by default (mumae_jax/core/cli.py): no TensorFlow oneDNN notice, no jax backend probing lines
+        assert "oneDNN" not in text and "Unable to initialize backend" not in text, text[:2000]
         if after_step:
             assert re.search(rf"resumed from \S+ at step {after_step}\b", text), text[-2000:]
     return stop

@@ -192,8 +192,8 @@ def test_packed_archives_give_the_same_records(prepared, records, tmp_path, caps
     assert sorted(p.name for p in src.iterdir()) == sorted(
         ["video.tar.gz"] + [f"{s}_clip.tar.gz" for s in T.SENSORS])
     out = tmp_path / "out"
-    rc = P.main(["--src", str(src), "--out", str(out), "--short-side", str(SHORT), "--shard-size", "3",
-                 "--workers", "2", "--no-progress"])
+    rc = P.main(["--src", str(src), "--out", str(out), "--short_side", str(SHORT), "--shard_size", "3",
+                 "--workers", "2", "--no_progress"])
     assert rc == 0
     assert "kept 6 clips" in capsys.readouterr().out
     work = out / P.WORK_DIR
@@ -223,7 +223,7 @@ def test_traversal_archive_is_refused(tmp_path, capsys):
     T.pack(src, trees=("gyro_clip",))
     T.add_member(src / "gyro_clip.tar.gz", "../../evil.csv")
     out = tmp_path / "a" / "b" / "out"
-    rc = P.main(["--src", str(src), "--out", str(out), "--workers", "1", "--no-progress"])
+    rc = P.main(["--src", str(src), "--out", str(out), "--workers", "1", "--no_progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "path traversal" in err and "../../evil.csv" in err and "gyro_clip.tar.gz" in err
     with pytest.raises(L.UnsafeArchiveError, match=r"\.\./\.\./evil\.csv"):
@@ -255,7 +255,7 @@ def test_check_member_rejects(kind, name, linkname, msg):
 
 def test_bad_command_line(tmp_path, capsys):
     def run(*argv):
-        rc = P.main(list(argv) + ["--no-progress", "--workers", "1"])
+        rc = P.main(list(argv) + ["--no_progress", "--workers", "1"])
         return rc, capsys.readouterr().err
 
     rc, err = run("--out", str(tmp_path / "o"))
@@ -269,10 +269,10 @@ def test_bad_command_line(tmp_path, capsys):
     _one_instance_tree(src)
     rc, err = run("--src", str(src), "--out", str(tmp_path / "o"), "--sensors", "acc_phone,magnetometer")
     assert rc == 2 and "'magnetometer'" in err and str(src / "magnetometer_clip") in err
-    rc, err = run("--src", str(src), "--out", str(tmp_path / "o"), "--video-dir", str(tmp_path / "empty_v"))
+    rc, err = run("--src", str(src), "--out", str(tmp_path / "o"), "--video_dir", str(tmp_path / "empty_v"))
     assert rc == 2 and "video tree not found" in err and str(tmp_path / "empty_v") in err
     (tmp_path / "empty_v").mkdir()
-    rc, err = run("--src", str(src), "--out", str(tmp_path / "o"), "--video-dir", str(tmp_path / "empty_v"))
+    rc, err = run("--src", str(src), "--out", str(tmp_path / "o"), "--video_dir", str(tmp_path / "empty_v"))
     assert rc == 2 and "no videos found" in err and str(tmp_path / "empty_v") in err
     rc, err = run("--src", str(src), "--out", str(tmp_path / "o"), "--sensors", "gyro,gyro")
     assert rc == 2 and "repeated" in err
@@ -300,7 +300,7 @@ def test_sensor_subset_classes_file_and_unknown_classes(tmp_path):
     assert recs["subject1_cam1_scene1_session1_walking"]["label"] == 0
     assert recs["subject1_cam1_scene1_session1_walking"]["frames"].shape == (20, 48, 64, 3)  # short side 0 = keep
     rc = P.main(["--src", str(src), "--out", str(out), "--sensors", "acc_phone,gyro", "--classes", str(classes),
-                 "--allow-unknown-classes", "--cameras", "1,3", "--workers", "1", "--no-progress"])
+                 "--allow_unknown_classes", "--cameras", "1,3", "--workers", "1", "--no_progress"])
     m = {e["clip"]: (e["status"], e["reason"]) for e in _manifest(out)}
     assert rc == 0 and m == {"subject1_cam1_scene1_session1_walking": ("kept", None),
                              "subject1_cam2_scene1_session1_dancing": ("dropped", "camera_excluded")}
@@ -314,12 +314,12 @@ def test_other_class_names_need_a_class_list_or_auto(tmp_path, capsys):
         T.write_video(T.video_path(src, 1, 1, 1, 1, action), 20)
         for s in ("acc_phone", "gyro"):
             T.write_csv(T.sensor_path(src, s, 1, 1, 1, action), *T.sensor_data(action, s, 0.7))
-    argv = ["--src", str(src), "--out", str(out), "--sensors", "acc_phone,gyro", "--workers", "1", "--no-progress"]
+    argv = ["--src", str(src), "--out", str(out), "--sensors", "acc_phone,gyro", "--workers", "1", "--no_progress"]
     assert P.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: kept 0 of 2 clips: 2 dropped as 'unknown_class'")
     assert "--classes auto" in err[0] and str(out / "manifest.jsonl") in err[0]
-    assert P.main(argv + ["--classes", "auto", "--short-side", "0"]) == 0
+    assert P.main(argv + ["--classes", "auto", "--short_side", "0"]) == 0
     assert (out / "classes.txt").read_text() == "clap\nwave\n"
     labels = {r["clip"].decode(): int(r["label"]) for r in P.read_prepared(out).as_numpy_iterator()}
     assert labels == {"subject1_cam1_scene1_session1_clap": 0, "subject1_cam1_scene1_session1_wave": 1}
@@ -327,7 +327,7 @@ def test_other_class_names_need_a_class_list_or_auto(tmp_path, capsys):
 
 def test_release_folder_names_are_found_and_reported(tmp_path):
     """A release that names its trees trimmed/ and Sensor_trimmed/<sensor>_clip/: found under --src (the shallowest
-    match), said in the log; two candidate video trees at one level are an error asking for --video-dir."""
+    match), said in the log; two candidate video trees at one level are an error asking for --video_dir."""
     src, logs = tmp_path / "src", []
     _one_instance_tree(src)
     (src / "video").rename(src / "trimmed")
@@ -336,11 +336,11 @@ def test_release_folder_names_are_found_and_reported(tmp_path):
         (src / f"{s}_clip").rename(src / "Sensor_trimmed" / f"{s}_clip")
     summary = P.prepare(tmp_path / "out", src, workers=1, short_side=0, progress=False, log=logs.append)
     assert summary["kept"] == 1 and summary["options"]["video_root"] == str(src / "trimmed")
-    assert f"video tree: {src / 'trimmed'} (found under --src; --video-dir overrides)" in logs
+    assert f"video tree: {src / 'trimmed'} (found under --src; --video_dir overrides)" in logs
     gyro = src / "Sensor_trimmed" / "gyro_clip"
-    assert f"gyro tree: {gyro} (found under --src; --sensor-root gyro=... overrides)" in logs
+    assert f"gyro tree: {gyro} (found under --src; --sensor_root gyro=... overrides)" in logs
     shutil.copytree(src / "trimmed", src / "RGB")
-    with pytest.raises(L.LayoutError, match=r"several video trees under .*RGB, .*trimmed; choose one with --video-dir"):
+    with pytest.raises(L.LayoutError, match=r"several video trees under .*RGB, .*trimmed; choose one with --video_dir"):
         P.prepare(tmp_path / "out2", src, workers=1, progress=False, log=lambda m: None)
 
 

@@ -15,16 +15,15 @@ resumes from its checkpoint. Cells are accuracy ± 95 % CI in % (5-way 1-shot, n
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
 from etils import epath
 from flax import traverse_util
 
+from mumae_jax.core import cli
 from mumae_jax.evaluators import anchors, frozen
 from mumae_jax.core.config_files import load_config_file, packaged, split_overrides
 from mumae_jax.data import episodes as E
@@ -247,20 +246,23 @@ def run(config, workdir: str) -> dict:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.bench.ablations", description=__doc__.split("\n")[0],
-                                epilog="--config.x=y overrides of --config are accepted as by main.py.")
-    p.add_argument("--config", default=packaged("ablations.py:runlocal"),
-                   help="ablation config file[:args] (default: %(default)s)")
+def parser() -> cli.Parser:
+    p = cli.parser("python -m mumae_jax.bench.ablations", __doc__)
+    p.epilog = "--config.x=y overrides of --config are accepted as by main.py."
+    p.add_argument("--config", default=packaged("ablations.py:runlocal"), help="ablation config file[:args]")
     p.add_argument("--workdir", required=True, help="where the runs, the episode list and the table go")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = parser()
     a, overrides = split_overrides(p, argv)
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        config = load_config_file(a.config, overrides)
-        out = run(config, a.workdir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    a.overrides = overrides
+    return cli.run(_main, a)
+
+
+def _main(a) -> int:
+    out = run(load_config_file(a.config, a.overrides), a.workdir)
     print(out["table"])
     print(f"novel-class 5-way 1-shot, {out['num_episodes']} episodes, {out['num_queries']} queries per cell; "
           f"this invocation took {out['seconds_this_invocation']:.0f} s; {a.workdir}/table.md")
@@ -268,4 +270,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    cli.quiet_environment()
     raise SystemExit(main())

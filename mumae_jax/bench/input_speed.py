@@ -15,7 +15,9 @@ import os
 import platform
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mumae_jax.core import cli  # noqa: E402
+
+cli.quiet_environment()  # before TensorFlow is imported
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -24,13 +26,15 @@ from ml_collections import config_flags  # noqa: E402
 
 def _define_flags():
     """Command-line flags (defined only when run as a command, so other CLIs can import `measure`)."""
-    config_flags.DEFINE_config_file("config", None, "Pretraining config (configs/pretrain.py[:args]).",
-                                    lock_config=True)
+    from mumae_jax.core.config_files import packaged
+
+    config_flags.DEFINE_config_file("config", packaged("pretrain.py:runlocal"),
+                                    "Pretraining config (configs/pretrain.py[:args]; default: the packaged "
+                                    "pretrain.py:runlocal).", lock_config=True)
     flags.DEFINE_list("pipelines", ["pretrain", "episodes"], "Which pipelines to measure.")
     flags.DEFINE_integer("batches", 20, "Timed batches (episodes for the episode pipeline).")
     flags.DEFINE_integer("warmup", 3, "Untimed batches first (pipeline start-up, caches).")
     flags.DEFINE_string("json", "", "Also write the result as JSON here.")
-    flags.mark_flags_as_required(["config"])
 
 
 def measure(config, batches: int, warmup: int) -> dict:
@@ -115,4 +119,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run_absl(main)

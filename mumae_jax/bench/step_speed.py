@@ -34,9 +34,11 @@ import sys
 import time
 from typing import Any, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mumae_jax.core import cli  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+cli.quiet_environment()  # before TensorFlow is imported
+
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from mumae_jax.core import host_memory  # noqa: E402
@@ -367,4 +369,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_absl(main)

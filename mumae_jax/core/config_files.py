@@ -34,7 +34,9 @@ def load_config_file(spec: str, overrides: Sequence[str] = ()):
         config.keys()  # a file that failed to load gives a placeholder that raises only when used
         return config
     except (flags.Error, OSError, AttributeError, KeyError) as e:
-        raise ValueError(f"--config {spec} {' '.join(overrides)}: {e}") from None
+        from mumae_jax.core import cli
+
+        raise ValueError(f"--config {spec} {' '.join(overrides)}: {cli.message(e)}") from None
 
 
 def split_overrides(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]):

@@ -246,8 +246,8 @@ class TrainLoop:
             state = newest[1]
         else:
             state = jax.block_until_ready(init())
-        self.bar = tqdm.tqdm(total=self.total, initial=self.start, desc=self.desc, unit="step", dynamic_ncols=True,
-                             disable=not self.show_bar)
+        self.bar = tqdm.tqdm(total=self.total, initial=self.start, desc=f"{self.desc} (compiling)", unit="step",
+                             dynamic_ncols=True, disable=not self.show_bar)
         self._t_log, self._since_log = time.perf_counter(), 0
         self._t_first = self._t_log
         return state, self.start
@@ -259,17 +259,23 @@ class TrainLoop:
         if step == self.start + 1:  # the step was just compiled: give what the compiler freed back
             self.times["first_step_s"] = time.perf_counter() - self._t_first
             host_memory.release_freed()
+            self._resume_bar()  # the rate (ETA) leaves compilation out
         self._pending.append(step_metrics)
         self._since_log += 1
         self.bar.update(1)
         last = step == self.total or self.stop.requested
         if step % self.log_every == 0 or last:
             self._log(step, state)
-        for ev in self.evaluators:  # also on a stop: a resumed run does not redo this step's evaluation
-            if itstime(step, ev.every, self.total):
-                t = time.perf_counter()
-                self.record(step, {k: float(v) for k, v in ev.run(step, state).items()})
-                self.times["evaluation_s"] += time.perf_counter() - t
+        due = [ev for ev in self.evaluators if itstime(step, ev.every, self.total)]
+        if due:  # also on a stop: a resumed run does not redo this step's evaluation
+            t = time.perf_counter()
+            self.bar.set_description(f"{self.desc} (evaluating)")
+            for ev in due:
+                scalars = {k: float(v) for k, v in ev.run(step, state).items()}
+                self.record(step, scalars)
+                self._say(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+            self.times["evaluation_s"] += time.perf_counter() - t
+            self._resume_bar()
         stopping = self.stop.should_stop(step)  # read again: the signal may have come while logging or evaluating
         if last or stopping or step % self.save_every == 0:
             self.save(step, state)
@@ -278,6 +284,19 @@ class TrainLoop:
             self.ckpt.wait()  # async save: say "saved" only once it is committed
             log.warning("SIGTERM received: saved a checkpoint at step %d and stopping", step)
         return stopping
+
+    def _resume_bar(self) -> None:
+        """After a pause (compilation, evaluation): the bar's rate and ETA do not count it."""
+        self.bar.set_description(self.desc)
+        self.bar.unpause()
+
+    def _say(self, line: str) -> None:
+        """One line for the console (process 0), above the progress bar when there is one."""
+        if jax.process_index() == 0 and line.split(": ", 1)[-1]:
+            if self.show_bar:
+                self.bar.write(line)
+            else:
+                log.info("%s", line)
 
     def _log(self, step: int, state) -> None:
         fetched = jax.device_get(self._pending)

@@ -35,10 +35,10 @@ The episode type and the file format: `episode_lists.py` (re-exported here).
 Command line (records from list files of clip names, e.g. the official testlist03.txt):
 
     python -m mumae_jax.data.episodes --records testlist03.txt --split split3 --part novel \\
-        --way 5 --shot 1 --protocol official --queries 1 --num-episodes 10000 --seed 0 --out episodes.json
-    python -m mumae_jax.data.episodes --records list.txt --class-split my_split.json --part validation ...
+        --way 5 --shot 1 --protocol official --queries 1 --num_episodes 10000 --seed 0 --out episodes.json
+    python -m mumae_jax.data.episodes --records list.txt --class_split my_split.json --part validation ...
 
-`--class-split FILE` draws from a user's class split (`splits.ClassSplit.from_file`; global ids = its
+`--class_split FILE` draws from a user's class split (`splits.ClassSplit.from_file`; global ids = its
 `class_to_id`); a class of the drawn part (or of `--classes`) that is not in the file or in none of the
 records is an error naming the file.
 """
@@ -47,11 +47,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from mumae_jax.core import cli
 from mumae_jax.data import splits
 from mumae_jax.data.splits import ClassSplit, ClipRecord, clip_name, instance_name
 
@@ -237,39 +237,38 @@ def read_clip_list(path: PathLike) -> list[ClipId]:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.data.episodes",
-                                description="Draw a fixed, seeded one-shot episode list and save it as JSON.")
+def parser() -> cli.Parser:
+    p = cli.parser("python -m mumae_jax.data.episodes", "Draw a fixed, seeded one-shot episode list and save it "
+                   "as JSON.")
     p.add_argument("--records", nargs="+", required=True, help="clip list file(s) (e.g. testlist03.txt)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--split", choices=("split3", "split3_val", "none"), default=None,
                    help="class split giving the classes of --part and the global ids (default split3; "
                         "'none' = classes from --classes or the records, ids = sorted index)")
-    p.add_argument("--class-split", default=None, metavar="FILE",
+    p.add_argument("--class_split", default=None, metavar="FILE",
                    help="a class split JSON file (splits.ClassSplit.from_file) instead of --split")
     p.add_argument("--part", choices=splits.CLASS_PARTS, default="novel",
-                   help="class part of the class split (default novel)")
+                   help="class part of the class split")
     p.add_argument("--classes", default=None, help="comma-separated class names (overrides --part)")
     p.add_argument("--way", type=int, default=5, help="classes per episode")
     p.add_argument("--shot", type=int, default=1, help="support clips per class")
     p.add_argument("--protocol", choices=PROTOCOLS, default="official",
                    help="official: the queries come from one class; trx: from every class")
     p.add_argument("--queries", type=int, default=1, help="queries per episode (official) or per class (trx)")
-    p.add_argument("--num-episodes", type=int, default=10000, help="episodes to draw")
+    p.add_argument("--num_episodes", type=int, default=10000, help="episodes to draw")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw")
-    p.add_argument("--allow-instance-leak", action="store_true",
+    p.add_argument("--allow_instance_leak", action="store_true",
                    help="official behaviour: a query may share its sensor recording with a support clip")
-    a = p.parse_args(argv)
-    try:
-        return _run(a)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return cli.run(_run, parser().parse_args(argv))
 
 
 def _class_split_file(path: str, records: Sequence[ClipRecord], part: str,
                       classes: Optional[Sequence[str]]) -> ClassSplit:
-    """The split of a `--class-split` file; its classes that are drawn (`classes`, else those of `part`) must
+    """The split of a `--class_split` file; its classes that are drawn (`classes`, else those of `part`) must
     be in the file and in the records (ValueError naming the file)."""
     cs = ClassSplit.from_file(path)  # its own errors name the file
     drawn = list(classes) if classes else list(cs.classes(part))
@@ -289,7 +288,7 @@ def _run(a: argparse.Namespace) -> int:
     records = [r for path in a.records for r in read_clip_list(path)]
     classes = [c.strip() for c in a.classes.split(",") if c.strip()] if a.classes else None
     if a.class_split and a.split:
-        raise ValueError("--split and --class-split both name a class split; give one")
+        raise ValueError("--split and --class_split both name a class split; give one")
     if a.class_split:
         split = _class_split_file(a.class_split, records, a.part, classes)
     else:
@@ -313,4 +312,4 @@ def _run(a: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -40,7 +40,7 @@ REASONS = {
     "sensor_constant_axis": "a sensor axis (x, y or z) constant over the whole file",
     "video_unreadable": "the video cannot be opened or has no video stream (e.g. not a video, moov atom lost)",
     "video_corrupt": "decoding fails midway, or fewer frames decode than the container declares (truncated)",
-    "too_few_frames": "fewer decoded frames than --min-frames",
+    "too_few_frames": "fewer decoded frames than --min_frames",
     "no_video": "a sensor recording (instance) with no video of any camera",
 }
 
@@ -282,12 +282,12 @@ def find_video_tree(src: str | os.PathLike) -> Path | None:
         first = next(iter(d.glob("subject*/cam*/scene*/session*/*.mp4")), None)
         return first is not None and parse_video_path(first.relative_to(d)) is not None
 
-    return _shallowest(src, holds_videos, "video", "--video-dir")
+    return _shallowest(src, holds_videos, "video", "--video_dir")
 
 
 def find_sensor_tree(src: str | os.PathLike, sensor: str) -> Path | None:
     """The shallowest `<sensor>_clip` directory under a release folder (e.g. `Sensor_trimmed/gyro_clip/`)."""
-    return _shallowest(src, lambda d: d.name == f"{sensor}_clip", f"{sensor!r} sensor", "--sensor-root")
+    return _shallowest(src, lambda d: d.name == f"{sensor}_clip", f"{sensor!r} sensor", "--sensor_root")
 
 
 # ----------------------------------------------------------------------------------------------------

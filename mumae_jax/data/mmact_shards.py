@@ -29,10 +29,10 @@ FEATURES: dict[str, str] = {
     "action": "bytes: action (class) name",
     "label": "int64: index of the action in the class list (--classes, default the 33 alphabetical "
              "Mu-MAE classes, carrying=0 .. waving_hand=32); -1 for an unknown class kept with "
-             "--allow-unknown-classes",
+             "--allow_unknown_classes",
     "subject": "int64", "camera": "int64", "scene": "int64", "session": "int64",
     "video_path": "bytes: source video path",
-    "frames": "bytes list [T]: one JPEG per frame, RGB, resized so the short side is --short-side",
+    "frames": "bytes list [T]: one JPEG per frame, RGB, resized so the short side is --short_side",
     "num_frames": "int64: T, the number of decoded frames",
     "fps": "float: the video stream's average frame rate (0 if unknown)",
     "height": "int64: frame height after resizing", "width": "int64: frame width after resizing",
@@ -142,7 +142,7 @@ def process_clip(job: Mapping[str, Any]) -> dict:
             raise
         stats["decoded_frames"] = len(frames)
         if len(frames) < opts["min_frames"]:
-            raise VideoError("too_few_frames", f"{len(frames)} frames < --min-frames {opts['min_frames']}",
+            raise VideoError("too_few_frames", f"{len(frames)} frames < --min_frames {opts['min_frames']}",
                              len(frames))
     except (L.SensorFileError, VideoError) as e:
         entry.update(status="dropped", reason=e.reason, detail=e.detail, shard=None,

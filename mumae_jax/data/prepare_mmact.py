@@ -1,9 +1,9 @@
 """Prepare MMAct (trimmed release) into sharded TFRecords: decode each video once, pair it with its sensors.
 
     python -m mumae_jax.data.prepare_mmact --src /data/mmact --out /data/mmact_prepared \
-        [--video-dir DIR|TAR] [--sensors acc_phone,acc_watch,gyro,orientation] [--sensor-root NAME=DIR|TAR]
-        [--short-side 256] [--jpeg-quality 90] [--min-frames 16] [--shard-size 64] [--workers N]
-        [--classes FILE|auto] [--allow-unknown-classes] [--cameras 1,2,3,4] [--no-progress]
+        [--video_dir DIR|TAR] [--sensors acc_phone,acc_watch,gyro,orientation] [--sensor_root NAME=DIR|TAR]
+        [--short_side 256] [--jpeg_quality 90] [--min_frames 16] [--shard_size 64] [--workers N]
+        [--classes FILE|auto] [--allow_unknown_classes] [--cameras 1,2,3,4] [--no_progress]
 
 Input (see data/MMACT.md): `<src>/video/subjectN/camK/sceneS/sessionT/<action>.mp4` and
 `<src>/<sensor>_clip/subjectN/sceneS/sessionT/<action>.csv`, each tree either a directory or a
@@ -17,7 +17,7 @@ Output in `--out`:
 - `manifest.jsonl` (one line per clip, per orphan sensor recording and per unrecognised file),
   `summary.json` (counts per reason, kept totals, throughput, options).
 
-Clips are sorted by name and cut into shards of `--shard-size` before any decoding, so the
+Clips are sorted by name and cut into shards of `--shard_size` before any decoding, so the
 assignment of clips to shards is deterministic; clips that are dropped later leave a shard short.
 Checks per clip, first failure wins: class known, sensor files present, each sensor CSV valid, video
 opens, video decodes fully, enough frames (reasons: `mmact_layout.REASONS`).
@@ -27,7 +27,6 @@ are re-exported here).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures
 import concurrent.futures.process
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from mumae_jax.core import cli
 from mumae_jax.data import mmact_layout as L
 from mumae_jax.data.mmact_shards import (FEATURES, FORMAT_VERSION, SHARD_PATTERN, _SHARD_RE, _atomic_write_bytes,
                                          _worker_init, _write_shard, decode_video, parsing_spec, process_clip,
@@ -57,12 +57,12 @@ CLASSES_FILE = "classes.txt"  # the class list `--classes auto` took from the tr
 # What to change when one drop reason empties the result (the error names the most frequent one).
 FIXES = {
     "unknown_class": "pass the dataset's class names: --classes FILE (one per line) or --classes auto (the names "
-                     "found in the tree), or keep them unlabelled with --allow-unknown-classes",
+                     "found in the tree), or keep them unlabelled with --allow_unknown_classes",
     "camera_excluded": "--cameras excludes them",
-    "no_sensors": "no sensor recording matches the videos: check --sensors / --sensor-root",
+    "no_sensors": "no sensor recording matches the videos: check --sensors / --sensor_root",
     "sensor_missing": "a listed sensor is missing: list only the sensors every clip has in --sensors",
     "unrecognised_path": "the paths are not subjectN/[camK/]sceneS/sessionT/<action>.mp4 (see data/MMACT.md)",
-    "too_few_frames": "the videos are shorter than --min-frames",
+    "too_few_frames": "the videos are shorter than --min_frames",
 }
 
 
@@ -110,17 +110,17 @@ def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, vid
     if out is None or str(out) == "":
         raise PrepareError("--out is required")
     if src is None and video_dir is None:
-        raise PrepareError("--src is required (or --video-dir together with --sensor-root for every sensor)")
+        raise PrepareError("--src is required (or --video_dir together with --sensor_root for every sensor)")
     if src is not None and not Path(src).is_dir():
         raise PrepareError(f"--src {src} is not a directory")
     if short_side < 0 or not 1 <= jpeg_quality <= 100 or min_frames < 1 or shard_size < 1:
-        raise PrepareError("need --short-side >= 0, 1 <= --jpeg-quality <= 100, --min-frames >= 1, "
-                           "--shard-size >= 1")
+        raise PrepareError("need --short_side >= 0, 1 <= --jpeg_quality <= 100, --min_frames >= 1, "
+                           "--shard_size >= 1")
     sensor_names = _parse_sensor_list(sensors)
     sensor_roots = dict(sensor_roots or {})
     extra = sorted(set(sensor_roots) - set(sensor_names))
     if extra:
-        raise PrepareError(f"--sensor-root given for sensors not in --sensors: {extra}")
+        raise PrepareError(f"--sensor_root given for sensors not in --sensors: {extra}")
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = int(workers)
@@ -143,18 +143,18 @@ def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, vid
     video_root = L.resolve_tree(vpath, work, "video")
     if video_root is None and video_dir is None and src is not None:  # a release's own folder names
         if (video_root := L.find_video_tree(src)) is not None:
-            log(f"video tree: {video_root} (found under --src; --video-dir overrides)")
+            log(f"video tree: {video_root} (found under --src; --video_dir overrides)")
     if video_root is None:
         raise PrepareError(f"video tree not found: {vpath} (a directory or {vpath}.tar.gz)")
     roots = {}
     for s in sensor_names:
         p = Path(sensor_roots[s]) if s in sensor_roots else (Path(src) / f"{s}_clip" if src is not None else None)
         if p is None:
-            raise PrepareError(f"no --sensor-root for sensor {s!r} and no --src")
+            raise PrepareError(f"no --sensor_root for sensor {s!r} and no --src")
         r = L.resolve_tree(p, work, f"{s}_clip")
         if r is None and s not in sensor_roots and src is not None:
             if (r := L.find_sensor_tree(src, s)) is not None:
-                log(f"{s} tree: {r} (found under --src; --sensor-root {s}=... overrides)")
+                log(f"{s} tree: {r} (found under --src; --sensor_root {s}=... overrides)")
         if r is None:
             raise PrepareError(f"sensor tree for {s!r} not found: {p} (a directory or {p}.tar.gz); "
                                "check --sensors")
@@ -205,7 +205,7 @@ def prepare(out: str | os.PathLike, src: str | os.PathLike | None = None, *, vid
                                                    f"session{inst.session}/{inst.action}.csv" for s in missing))
         else:
             if v.action not in class_id:
-                e["detail"] = f"unknown class {v.action!r} kept (--allow-unknown-classes)"
+                e["detail"] = f"unknown class {v.action!r} kept (--allow_unknown_classes)"
             candidates.append((e, [(s, have[s]) for s in sensor_names]))
             continue
         entries.append(e)
@@ -345,50 +345,48 @@ def format_summary(s: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.data.prepare_mmact",
-                                description="MMAct trimmed videos + sensor CSVs -> sharded TFRecords, "
-                                            "manifest.jsonl and summary.json (see data/MMACT.md).")
+def build_parser() -> cli.Parser:
+    p = cli.parser("python -m mumae_jax.data.prepare_mmact", "MMAct trimmed videos + sensor CSVs -> sharded "
+                   "TFRecords, manifest.jsonl and summary.json (see data/MMACT.md).")
     p.add_argument("--src", help="MMAct root with video/ and <sensor>_clip/ (directories or .tar.gz)")
     p.add_argument("--out", help="output directory (shards, manifest, summary; archives extract to _work/)")
-    p.add_argument("--video-dir", help="video tree (directory or .tar.gz); default <src>/video")
+    p.add_argument("--video_dir", help="video tree (directory or .tar.gz); default <src>/video")
     p.add_argument("--sensors", default=",".join(L.DEFAULT_SENSORS),
-                   help="comma-separated sensor names; tree <src>/<name>_clip (default %(default)s)")
-    p.add_argument("--sensor-root", action="append", default=[], metavar="NAME=PATH",
+                   help="comma-separated sensor names; tree <src>/<name>_clip")
+    p.add_argument("--sensor_root", action="append", default=[], metavar="NAME=PATH",
                    help="tree of one sensor (directory or .tar.gz), overrides <src>/<name>_clip; repeatable")
-    p.add_argument("--short-side", type=int, default=256, help="resize frames to this short side (0: keep)")
-    p.add_argument("--jpeg-quality", type=int, default=90)
-    p.add_argument("--min-frames", type=int, default=16)
-    p.add_argument("--shard-size", type=int, default=64, help="clips per shard")
+    p.add_argument("--short_side", type=int, default=256, help="resize frames to this short side (0: keep)")
+    p.add_argument("--jpeg_quality", type=int, default=90, help="JPEG quality of the stored frames")
+    p.add_argument("--min_frames", type=int, default=16, help="clips with fewer decoded frames are dropped")
+    p.add_argument("--shard_size", type=int, default=64, help="clips per shard")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cpu count)")
     p.add_argument("--classes", help="file with the known class names, one per line (default: the 33 "
                                      "Mu-MAE classes); line order gives the label; 'auto': the action names "
                                      "found in the tree, sorted (written to <out>/classes.txt)")
-    p.add_argument("--allow-unknown-classes", action="store_true",
+    p.add_argument("--allow_unknown_classes", action="store_true",
                    help="keep clips whose action is not in the class list (label -1)")
     p.add_argument("--cameras", help="comma-separated camera numbers to keep, e.g. 1,2,3,4 (default: all "
                                      "camK folders); others are listed as camera_excluded")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    try:
-        roots = {}
-        for item in args.sensor_root:
-            if "=" not in item:
-                raise PrepareError(f"--sensor-root expects NAME=PATH, got {item!r}")
-            k, v = item.split("=", 1)
-            roots[k.strip()] = v
-        prepare(args.out, args.src, video_dir=args.video_dir, sensors=args.sensors, sensor_roots=roots,
-                short_side=args.short_side, jpeg_quality=args.jpeg_quality, min_frames=args.min_frames,
-                shard_size=args.shard_size, workers=args.workers, classes=args.classes,
-                allow_unknown_classes=args.allow_unknown_classes, cameras=args.cameras, progress=not args.no_progress)
-    except L.LayoutError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cli.quiet_environment()
+    return cli.run(_run, build_parser().parse_args(argv))
+
+
+def _run(args) -> int:
+    roots = {}
+    for item in args.sensor_root:
+        if "=" not in item:
+            raise PrepareError(f"--sensor_root expects NAME=PATH, got {item!r}")
+        k, v = item.split("=", 1)
+        roots[k.strip()] = v
+    prepare(args.out, args.src, video_dir=args.video_dir, sensors=args.sensors, sensor_roots=roots,
+            short_side=args.short_side, jpeg_quality=args.jpeg_quality, min_frames=args.min_frames,
+            shard_size=args.shard_size, workers=args.workers, classes=args.classes,
+            allow_unknown_classes=args.allow_unknown_classes, cameras=args.cameras, progress=not args.no_progress)
     return 0
 
 

@@ -12,7 +12,6 @@ the clips are the synthetic ones, so nothing here stands in for MMAct's numbers.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mumae_jax.core import cli
 from mumae_jax.data import synthetic as S
 
 T0_MS = 1_553_000_000_000.0  # recordings start at an epoch-millisecond clock, like a phone's
@@ -80,8 +80,8 @@ def write_release_tree(out: str | os.PathLike, classes: Sequence[str], *, num_su
     return names
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> cli.Parser:
+    p = cli.parser("python -m mumae_jax.data.synthetic_export", __doc__)
     p.add_argument("--out", required=True, help="where the tree goes (created)")
     p.add_argument("--classes", default="walking,kicking,jumping,running,throwing,carrying",
                    help="comma-separated class names (default: %(default)s)")
@@ -90,15 +90,17 @@ def main(argv=None) -> int:
     p.add_argument("--cameras", type=int, default=2, help="cameras, 1-4 (default: %(default)s)")
     p.add_argument("--size", default="64x48", help="video WIDTHxHEIGHT, even (default: %(default)s)")
     p.add_argument("--fps", type=float, default=10.0, help="video frame rate (default: %(default)s)")
-    a = p.parse_args(argv)
-    try:
-        width, height = (int(v) for v in a.size.lower().split("x"))
-        names = write_release_tree(a.out, [c for c in a.classes.split(",") if c], num_subjects=a.subjects,
-                                   num_sessions=a.sessions, num_cameras=a.cameras, size=(height, width),
-                                   fps=a.fps)
-    except (ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return p
+
+
+def main(argv=None) -> int:
+    return cli.run(_run, parser().parse_args(argv))
+
+
+def _run(a) -> int:
+    width, height = (int(v) for v in a.size.lower().split("x"))
+    names = write_release_tree(a.out, [c for c in a.classes.split(",") if c], num_subjects=a.subjects,
+                               num_sessions=a.sessions, num_cameras=a.cameras, size=(height, width), fps=a.fps)
     print(f"wrote {len(names)} clips to {a.out}")
     return 0
 

@@ -22,7 +22,6 @@ and a frozen-encoder row of the same config and episode list are directly compar
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any, Mapping, Optional, Sequence
@@ -30,6 +29,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from etils import epath
 
+from mumae_jax.core import cli
 from mumae_jax.data.geometry import ClipGeometry
 from mumae_jax.data.sources import PART_SPLITS
 from mumae_jax.evaluators import fewshot_probes, frozen, frozen_features
@@ -115,8 +115,8 @@ def format_table(results: Mapping[str, Any], groups: Sequence[str], probes: Sequ
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.evaluators.anchors", description=__doc__.split("\n")[0])
+def _parser() -> cli.Parser:
+    p = cli.parser("python -m mumae_jax.evaluators.anchors", __doc__)
     p.add_argument("--config", default=packaged("pretrain.py:runlocal"),
                    help="pretraining config file[:args] whose data, modalities and geometry are used "
                         "(default: %(default)s)")
@@ -142,8 +142,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    a, overrides = split_overrides(_parser(), argv)
-    config = load_config_file(a.config, overrides)
+    a, a.overrides = split_overrides(_parser(), argv)
+    return cli.run(_run, a)
+
+
+def _run(a) -> int:
+    config = load_config_file(a.config, a.overrides)
     groups = [g for g in a.modalities.split(",") if g]
     probes = [p for p in a.probes.split(",") if p]
     data_cfg = frozen_features._plain(config.data)
@@ -167,4 +171,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    cli.quiet_environment()
     raise SystemExit(main())

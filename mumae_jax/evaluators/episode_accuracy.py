@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 import tqdm
 
+from mumae_jax.core import cli
 from mumae_jax.data import episodes as E
 
 TEST_SELECTED_LABEL = "selected on test (paper protocol)"
@@ -31,7 +32,8 @@ def encode_clips(encode: Callable, clip_batches, num_clips: int, *, share: tuple
     count): each process feeds its slice of every batch."""
     rank, procs = share
     out: dict[str, np.ndarray] = {}
-    for b in tqdm.tqdm(clip_batches, desc="clips", unit="batch", disable=not progress, leave=False):
+    for b in tqdm.tqdm(clip_batches, desc="clips", unit="batch", disable=not (progress and cli.on_terminal()),
+                       leave=False):
         per = len(b["index"]) // procs
         local = {k: v[rank * per:(rank + 1) * per] for k, v in b.items() if k != "index"}
         enc = encode(local)

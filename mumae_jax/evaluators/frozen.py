@@ -31,7 +31,6 @@ Command line (this module; one table, a row per modality group and a column per 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any, Mapping, Optional, Sequence
@@ -40,6 +39,7 @@ import jax
 from etils import epath
 
 from mumae_jax.core import checkpointing, sharding
+from mumae_jax.core import cli
 from mumae_jax.core.config_files import load_config_file, split_overrides
 from mumae_jax.data import episodes as E
 from mumae_jax.data import sources
@@ -271,9 +271,9 @@ def format_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.evaluators.frozen", description=__doc__.split("\n")[0],
-                                epilog="--config.x=y overrides of --config are accepted as by main.py.")
+def _parser() -> cli.Parser:
+    p = cli.parser("python -m mumae_jax.evaluators.frozen", __doc__)
+    p.epilog = "--config.x=y overrides of --config are accepted as by main.py."
     a = p.add_argument
     a("--pretrain_workdir", default="", help="pretraining run (config.json + checkpoints/) to evaluate")
     a("--config", default="", help="pretraining config file path[:arg] (e.g. configs/pretrain.py:runlocal) "
@@ -322,6 +322,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(f"{overrides[0]} overrides --config, which is not given")
     if a.config and not a.random_init:
         p.error("--config gives no weights: add --random_init (or evaluate a run with --pretrain_workdir)")
+    a.overrides = overrides
+    return cli.run(_run, a)
+
+
+def _run(a) -> int:
+    overrides = a.overrides
     config = load_config_file(a.config, overrides) if a.config else None
     settings = dict(episodes=a.episodes, part=a.part, num_episodes=a.num_episodes, seed=a.episode_seed, way=a.way,
                     shot=a.shot, protocol=a.protocol, queries=a.queries, num_val=a.num_val, val_seed=a.val_seed,
@@ -345,4 +351,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    cli.quiet_environment()
     raise SystemExit(main())

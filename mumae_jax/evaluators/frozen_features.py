@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from mumae_jax.core import sharding
+from mumae_jax.core import cli, sharding
 from mumae_jax.data.geometry import ClipGeometry
 from mumae_jax.models import kinds, mae_features
 from mumae_jax.weights import pretrained
@@ -188,7 +188,8 @@ def extract_group_features(models: Mapping[str, tuple], data_cfg, clip_names: Se
     share = batch_size // procs
     out = {g: np.zeros((n, enc.feature_dim), np.float32) for g, (enc, _, _) in fns.items()}
     try:
-        for b in tqdm.tqdm(it, total=-(-n // batch_size), desc="features", unit="batch", disable=not progress):
+        for b in tqdm.tqdm(it, total=-(-n // batch_size), desc="features", unit="batch",
+                           disable=not (progress and cli.on_terminal())):
             valid = b["index"] >= 0
             for g, (enc, fn, params) in fns.items():
                 local = {s.name: b["video" if kinds.of(s).frames else s.name][rank * share:(rank + 1) * share]

@@ -267,12 +267,15 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
+    from mumae_jax.core import cli
+
+    cli.quiet_environment()
     flags.DEFINE_string("workdir", None, "Pretraining run (or converted directory with decoders).")
-    flags.DEFINE_integer("step", -1, "Checkpoint step (-1: latest).")
-    flags.DEFINE_integer("example", 0, "Index of the clip in the run's pretraining data order.")
-    flags.DEFINE_integer("seed", 0, "Mask seed.")
+    flags.DEFINE_integer("step", -1, "Checkpoint step (default -1: the latest).")
+    flags.DEFINE_integer("example", 0, "Index of the clip in the run's pretraining data order (default 0).")
+    flags.DEFINE_integer("seed", 0, "Mask seed (default 0).")
     flags.DEFINE_string("out", "", "Output directory (default: <workdir>/pictures).")
     flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    cli.run_absl(main)

@@ -1,9 +1,7 @@
 """`python -m mumae_jax.faults`: the fault-injection suite (see mumae_jax/faults/__init__.py)."""
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -11,6 +9,7 @@ import time
 import numpy as np
 import tqdm
 
+from mumae_jax.core import cli
 from mumae_jax.faults import scenarios
 from mumae_jax.faults.runs import Suite
 
@@ -41,8 +40,8 @@ def table(outcomes: list[scenarios.Outcome]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.faults", description=__doc__)
+def parser() -> cli.Parser:
+    p = cli.parser("python -m mumae_jax.faults", __doc__)
     p.add_argument("--kills", type=int, default=10, help="SIGKILLs at random moments (default: %(default)s)")
     p.add_argument("--terms", type=int, default=10, help="SIGTERMs at random moments (default: %(default)s)")
     p.add_argument("--only", default="", help=f"comma-separated scenarios (default: all of "
@@ -50,7 +49,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the random moments (default: %(default)s)")
     p.add_argument("--workdir", default="", help="scratch folder, kept (default: a temporary one, removed)")
     p.add_argument("--out", default="", help="also write every case as JSON here")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    return cli.run(_run, parser().parse_args(argv))
+
+
+def _run(a) -> int:
     names = [n for n in a.only.split(",") if n] or list(scenarios.SCENARIOS)
     unknown = [n for n in names if n not in scenarios.SCENARIOS]
     if unknown:
@@ -92,5 +98,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli.quiet_environment()
     sys.exit(main())

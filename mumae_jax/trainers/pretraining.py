@@ -99,9 +99,10 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
         if not start and config.get("model_init", ""):
             state = _apply_model_init(config, state, tx, state_sh, mesh, workdir)
         loop.write_config(config, workdir)
-        log.info("model: %s, %d parameters; %d examples, %d steps (%d warm-up), batch %d on %d devices",
-                 config.model.variant, pretraining_step.param_count(state["params"]), num_examples, total,
-                 warmup, config.batch_size, mesh.devices.size)
+        log.info("model: %s, %d parameters; data: %s %s, %d examples; %d steps (%d warm-up), batch %d on %d "
+                 "devices", config.model.variant, pretraining_step.param_count(state["params"]),
+                 config.data.name, config.data.split, num_examples, total, warmup, config.batch_size,
+                 mesh.devices.size)
 
         run.evaluators += common.from_config(config.get("evals", {}), dict(config=config, mesh=mesh, workdir=workdir))
         step_fn = pretraining_step.make_train_step(model, tx, schedule, config.seed, config.batch_size, mesh,

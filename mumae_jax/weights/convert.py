@@ -23,7 +23,6 @@ names the preset nearest in width; every size is explicit beside it.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -31,6 +30,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from mumae_jax.core import cli
 from mumae_jax.weights import layouts, state_dict_io
 
 FORMATS = ("auto", "official", "videomae", "hf")
@@ -199,11 +199,11 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
     return report
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.weights.convert", description=__doc__.split("\n")[0])
+def _parser() -> cli.Parser:
+    p = cli.parser("python -m mumae_jax.weights.convert", __doc__)
     p.add_argument("--src", required=True, help=".pth/.pt/.bin, .safetensors, .npz or a Hugging Face folder")
     p.add_argument("--dst", required=True, help="output directory (must not hold checkpoints yet)")
-    p.add_argument("--format", default="auto", choices=FORMATS)
+    p.add_argument("--format", default="auto", choices=FORMATS, help="source layout (auto: detected)")
     p.add_argument("--skip", default="", help="comma-separated source keys to leave out on purpose")
     p.add_argument("--num_heads", type=int, default=0, help="encoder heads (default: the preset of its width)")
     p.add_argument("--decoder_heads", type=int, default=0, help="decoder heads (default: the preset)")
@@ -216,13 +216,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    a = _parser().parse_args(argv)
-    skip = [k for k in a.skip.split(",") if k]
-    try:
-        report = convert(a.src, a.dst, a.format, skip, a)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run(_run, _parser().parse_args(argv))
+
+
+def _run(a) -> int:
+    report = convert(a.src, a.dst, a.format, [k for k in a.skip.split(",") if k], a)
     print(f"{a.src} ({report['format']}{', encoder only' if report['encoder_only'] else ''}) -> {a.dst}")
     print(layouts.format_report(report))
     return 0

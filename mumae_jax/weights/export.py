@@ -14,7 +14,6 @@ Conversion back with `python -m mumae_jax.weights.convert` gives the same parame
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from mumae_jax.core import cli
 from mumae_jax.models import kinds
 from mumae_jax.weights import state_dict_io
 
@@ -79,22 +79,21 @@ def export(src: str, dst: str, fmt: str, step: Optional[int] = None) -> dict:
             "encoder_only": encoder_only, "notes": notes}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mumae_jax.weights.export", description=__doc__.split("\n")[0])
+def _parser() -> cli.Parser:
+    p = cli.parser("python -m mumae_jax.weights.export", __doc__)
     p.add_argument("--src", required=True, help="pretraining workdir or converted directory")
     p.add_argument("--dst", required=True, help=".pth/.safetensors/.npz file, or a folder for --format hf")
-    p.add_argument("--format", default="official", choices=FORMATS)
+    p.add_argument("--format", default="official", choices=FORMATS, help="checkpoint layout to write")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    a = _parser().parse_args(argv)
-    try:
-        out = export(a.src, a.dst, a.format, a.step)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run(_run, _parser().parse_args(argv))
+
+
+def _run(a) -> int:
+    out = export(a.src, a.dst, a.format, a.step)
     print(f"{out['src']} (step {out['step']}) -> {out['dst']} ({out['format']}, {out['tensors']} tensors"
           f"{', encoder only' if out['encoder_only'] else ''})")
     for note in out["notes"]:
