@@ -22,7 +22,10 @@ from typing import Callable, NoReturn, Optional, Sequence
 
 # what a user can cause and fix: bad values, files that are missing, taken or unreadable, a missing extra
 USER_ERRORS = (ValueError, OSError, ImportError)
-CHATTY_LOGGERS = ("absl", "jax", "tensorflow", "tensorflow_datasets", "orbax")
+# library loggers -> their level unless --verbose: TFDS and orbax log through absl, and their WARNINGs are advice
+# to library developers (deprecations, "Using custom data configuration: <repr>", checkpoint timing hints)
+CHATTY_LOGGERS = {"absl": logging.ERROR, "tensorflow": logging.ERROR, "tensorflow_datasets": logging.ERROR,
+                  "orbax": logging.ERROR, "jax": logging.WARNING}
 
 
 def quiet_environment() -> None:
@@ -36,8 +39,8 @@ def quiet_environment() -> None:
 def configure_logging(verbose: bool = False) -> None:
     """This package's INFO lines always; the libraries' INFO and deprecation warnings only when `verbose`."""
     logging.getLogger("mumae_jax").setLevel(logging.INFO)
-    for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    for name, level in CHATTY_LOGGERS.items():
+        logging.getLogger(name).setLevel(logging.INFO if verbose else level)
     if not verbose:
         for category in (DeprecationWarning, FutureWarning):
             warnings.filterwarnings("ignore", category=category, module=r"(tensorflow|tensorflow_datasets|orbax)")

@@ -14,6 +14,7 @@ decoded, then the official multi-scale crop (scales 1/.875/.75/.66, 13 fixed off
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Sequence
 
@@ -23,6 +24,9 @@ import tensorflow_datasets as tfds
 
 from mumae_jax.data import mmact_tfds, sensor_ops_tf, video_ops
 from mumae_jax.data.geometry import ClipGeometry
+
+log = logging.getLogger(__name__)
+_ANNOUNCED: set = set()
 
 
 def _field(cfg, key, default=None):
@@ -59,12 +63,19 @@ def open_split(data_cfg, sensors: Sequence[str]):
                                class_split_file=_field(data_cfg, "class_split_file"), **split_overrides(data_cfg))
     missing = [s for s in sensors if s not in builder.sensors]
     if missing:
-        raise ValueError(f"{prepared}: sensors {missing} were not prepared (prepared: {builder.sensors})")
+        raise ValueError(f"{prepared}: sensors {missing} were not prepared (prepared: {builder.sensors}); name "
+                         f"the prepared ones with the config argument sensors={'+'.join(builder.sensors)}, e.g. "
+                         f"--config=configs/pretrain.py:data=mmact,sensors={'+'.join(builder.sensors)}")
     split = data_cfg["split"]
     if split not in builder.info.splits:
         raise ValueError(f"split {split!r} is not in mmact/{builder.builder_config.name} "
                          f"(has: {sorted(builder.info.splits)})")
     source = builder.as_data_source(split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    said = (prepared, builder.builder_config.name, split, tuple(sensors))
+    if said not in _ANNOUNCED:  # once per process, not once per evaluation
+        _ANNOUNCED.add(said)
+        log.info("data: mmact/%s split %s, %d clips, sensors %s (%s)", builder.builder_config.name, split,
+                 len(source), "+".join(sensors), prepared)
     return source, builder.info.features
 
 

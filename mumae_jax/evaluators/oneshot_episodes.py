@@ -134,8 +134,7 @@ class EpisodeEvaluator:
         if self.settings.report_test_selection:
             r = self.evaluate(state, self.test_list, "novel", progress=self.progress)
             rec.update(test_accuracy=r["accuracy"], test_ci95=r["ci95"])
-        log.info("evaluation at step %d: %s", step, rec)
-        return rec
+        return rec  # the training loop prints and logs it
 
     def close(self) -> None:
         self.best_ckpt.wait()
