@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mumae_jax.bench import ablations
+from mumae_jax.bench import ablations, readme_results
 from mumae_jax.core import cli
 from mumae_jax.data import episodes, prepare_mmact, synthetic_export
 from mumae_jax.evaluators import anchors, frozen
@@ -15,7 +15,7 @@ from mumae_jax.faults import __main__ as faults
 from mumae_jax.weights import convert, export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARSERS = {"bench.ablations": ablations.parser, "data.episodes": episodes.parser,
+PARSERS = {"bench.ablations": ablations.parser, "bench.readme_results": readme_results.parser, "data.episodes": episodes.parser,
            "data.prepare_mmact": prepare_mmact.build_parser, "data.synthetic_export": synthetic_export.parser,
            "evaluators.anchors": anchors._parser, "evaluators.frozen": frozen._parser, "faults": faults.parser,
            "weights.convert": convert._parser, "weights.export": export._parser}
