@@ -69,6 +69,49 @@ def test_a_user_error_is_one_line_and_exit_2_and_verbose_shows_the_traceback(tmp
         cli.run(lambda a: 1 / 0, argparse.Namespace(verbose=False))
 
 
+MAINS = {"bench.ablations": ablations.main, "bench.readme_results": readme_results.main, "data.episodes": episodes.main,
+         "data.prepare_mmact": prepare_mmact.main, "data.synthetic_export": synthetic_export.main,
+         "evaluators.anchors": anchors.main, "evaluators.frozen": frozen.main, "faults": faults.main,
+         "weights.convert": convert.main, "weights.export": export.main}
+BAD_VALUE = {  # a bad value that reaches the command's own checks -> (argv, a word the line must name)
+    "bench.ablations": (["--workdir=W", "--config=nope.py"], "nope.py"),
+    "bench.readme_results": (["--root=nothere"], "nothere"),
+    "data.episodes": (["--records=nothere.txt", "--out=e.json"], "nothere.txt"),
+    "data.prepare_mmact": (["--src=nothere", "--out=o"], "nothere"),
+    "data.synthetic_export": (["--out=o", "--classes=dancing"], "dancing"),
+    "evaluators.anchors": (["--config=nope.py"], "nope.py"),
+    "evaluators.frozen": (["--pretrain_workdir=nothere"], "nothere"),
+    "faults": (["--only=nothere"], "nothere"),
+    "weights.convert": (["--src=nothere.pth", "--dst=d"], "nothere.pth"),
+    "weights.export": (["--src=nothere", "--dst=x.pth"], "nothere"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAINS))
+def test_every_command_answers_a_bad_flag_and_a_bad_value_with_one_error_line(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv, word = BAD_VALUE[name]
+    with pytest.raises(SystemExit) as e:
+        MAINS[name](argv + ["--no_such_flag=1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--no_such_flag" in err[0], err
+    assert MAINS[name](argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and word in err[0], err
+
+
+@pytest.mark.parametrize("module", ["main.py", "mumae_jax.bench", "mumae_jax.bench.input_speed",
+                                    "mumae_jax.evaluators.pictures"])
+def test_the_absl_commands_answer_a_bad_flag_with_one_error_line(module):
+    argv = [module] if module.endswith(".py") else ["-m", module]
+    out = subprocess.run([sys.executable, *argv, "--no_such_flag=1"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "no_such_flag" in lines[0], (
+        out.returncode, out.stderr[-2000:])
+
+
 def test_main_py_turns_a_bad_config_override_into_one_line():
     out = subprocess.run([sys.executable, "main.py", "--config=configs/pretrain.py:tiny", "--config.total_step=60",
                           "--workdir=/nonexistent/never_written"], cwd=ROOT, capture_output=True, text=True,
