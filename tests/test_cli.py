@@ -15,7 +15,8 @@ from mumae_jax.faults import __main__ as faults
 from mumae_jax.weights import convert, export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARSERS = {"bench.ablations": ablations.parser, "bench.readme_results": readme_results.parser, "data.episodes": episodes.parser,
+PARSERS = {"bench.ablations": ablations.parser, "bench.readme_results": readme_results.parser,
+           "data.episodes": episodes.parser,
            "data.prepare_mmact": prepare_mmact.build_parser, "data.synthetic_export": synthetic_export.parser,
            "evaluators.anchors": anchors._parser, "evaluators.frozen": frozen._parser, "faults": faults.parser,
            "weights.convert": convert._parser, "weights.export": export._parser}
@@ -48,7 +49,8 @@ def test_messages_are_one_line():
     assert cli.message(nested) == "'total_step'; Did you mean \"total_steps\"?"
     embedded = ValueError("flag --config=x: Error whilst parsing config file:\nTraceback (most recent call last):\n"
                           "  File \"x.py\", line 1\nValueError: config argument data='foo'")
-    assert cli.message(embedded) == "flag --config=x: Error whilst parsing config file: ValueError: config argument data='foo'"
+    assert cli.message(embedded) == ("flag --config=x: Error whilst parsing config file: ValueError: config argument "
+                                     "data='foo'")
     assert cli.message(KeyError("k")) == "k" and cli.message(OSError()) == "OSError"
 
 
