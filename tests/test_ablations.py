@@ -20,7 +20,7 @@ def test_conditions_pretrain_the_claimed_models(config):
     assert mask(got["time_aligned"], "mask_type") == {"time_aligned"} and mask(got["sync"], "mask_type") == {"random"}
     assert not config.conditions.random.pretrain and all(config.conditions[n].pretrain for n in got if n != "random")
     for p in got.values():  # one schedule, one seed, one geometry for every condition
-        assert (p.total_steps, p.warmup_steps, p.seed, p.model.variant) == (1500, 75, 0, "Ti")
+        assert (p.total_steps, p.warmup_steps, p.seed, p.model.variant) == (2000, 100, 0, "Ti")
         assert p.modality.video.image_size == 64 and p.evals.fewshot.every_steps == 0
     assert A.present_groups(got["videomae"], ["all", "video", "sensors"]) == ["all", "video"]
     assert A.present_groups(got["sync"], ["sensors", "gyro", "depth"]) == ["sensors", "gyro"]
@@ -67,5 +67,5 @@ def test_a_cached_row_made_with_other_settings_is_refused(config, tmp_path):
     assert A._cached(path, settings, {})["frozen"] == {"modality": {}}  # same settings: the cached result
     p.total_steps = 3000
     other = A._settings(pretrain=p, frozen=config.frozen, episodes=config.episodes)
-    with pytest.raises(ValueError, match=r"pretrain\.total_steps: 1500 -> 3000"):
+    with pytest.raises(ValueError, match=r"pretrain\.total_steps: 2000 -> 3000"):
         A._cached(path, other, {})

@@ -75,27 +75,3 @@ def test_bf16_compute_keeps_fp32_params(tiny_config):
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
     out = jax.eval_shape(lambda p: model.apply({"params": p}, inputs, masks), params)
     assert out["video"].dtype == jnp.bfloat16
-
-
-def test_stacked_sensor_decoders_are_the_same_model(tiny_config):
-    """model.stack_decoders: the four sensor decoders as one vmapped decoder over their own (unchanged) parameters
-    give the same predictions and gradients; each sensor keeps its own decoder (they differ at init, so a
-    mix-up would show)."""
-    plain = mae.from_config(tiny_config)
-    tiny_config.model.stack_decoders = True
-    stacked = mae.from_config(tiny_config)
-    rng = np.random.default_rng(0)
-    inputs = {s.name: rng.normal(size=(2,) + s.input_shape).astype(np.float32) for s in plain.specs}
-    masks = _fixed_masks(plain.specs, 2)
-    params = plain.init(jax.random.key(0), inputs, masks)["params"]
-    assert jax.tree.structure(params) == jax.tree.structure(stacked.init(jax.random.key(0), inputs, masks)["params"])
-
-    def run(model):
-        loss = lambda p: sum(jnp.sum(x ** 2) for x in model.apply({"params": p}, inputs, masks).values())  # noqa
-        return jax.jit(lambda p: (model.apply({"params": p}, inputs, masks), jax.grad(loss)(p)))(params)
-
-    (pa, ga), (pb, gb) = run(plain), run(stacked)
-    for name in pa:
-        np.testing.assert_allclose(pb[name], pa[name], rtol=1e-5, atol=1e-5)
-    assert not np.allclose(pa["gyro"], pa["acc_phone"], atol=1e-3)  # distinct decoders, distinct outputs
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5), ga, gb)

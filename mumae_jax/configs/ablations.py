@@ -71,9 +71,9 @@ def get_config(arg=None):
     c.oneshot_rows = {name: dict(label=label, init=init, fusion=fusion) for name, (label, init, fusion) in ONESHOT.items()}
 
     if arg.runlocal:
-        # a CPU budget (2 cores, ~75 min for every row; docs/transfer.md has what each choice measured):
-        # 1,500 pretraining steps per condition; the one-shot stage's runlocal recipe=measured (Adam on
+        # a CPU budget (2 cores: 64 min for every row, measured 2026-12-07; docs/transfer.md has what each choice
+        # measured): 2,000 pretraining steps per condition; the one-shot stage's runlocal recipe=measured (Adam on
         # the sensor CNNs, fusion and CAM over the frozen MAE encoder and TimeSformer, 100 updates of 8
         # trx episodes with one query per class, as the test list)
-        c.pretrain_steps = 1500
+        c.pretrain_steps = 2000
     return c

@@ -87,12 +87,11 @@ def get_config(arg=None):
     c.model = dict(variant=arg.variant, width=0, depth=0, num_heads=0, mlp_dim=0, decoder_width=0,
                    decoder_depth=4, decoder_heads=0, decoder_mlp_dim=0, drop_path=0.0,
                    attention_impl="", layer_norm_eps=1e-6, decoder_norm_eps=0.0, remat="none",
-                   scan=False, stack_decoders=False)
+                   scan=False)
     # Speed/memory switches (measured in docs/performance.md, `python -m mumae_jax.bench`):
     # compute_dtype='bfloat16' (fp32 master weights), model.attention_impl='cudnn' (flash attention on
     # GPU), model.remat='block'|'dots' (recompute activations in the backward pass), model.scan=True (one
-    # scanned block per Transformer, parameters stacked under `layers`), input.device_prefetch,
-    # model.stack_decoders=True (the equally shaped sensor decoders as one vmapped decoder; same parameters).
+    # scanned block per Transformer, parameters stacked under `layers`), input.device_prefetch.
     # decoder_norm_eps=0: same as layer_norm_eps (official); converted Hugging Face models set both.
 
     # ---- initialisation ----

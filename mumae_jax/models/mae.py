@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from mumae_jax.models import kinds, masking, modality, posemb, variants, vit
@@ -81,9 +80,6 @@ class MultimodalMAE(nn.Module):
     decoder_norm_eps: float = vit.LN_EPS
     remat: str = "none"
     scan: bool = False  # scan over stacked layers (vit.Transformer); parameters `layers/...` not `blockNN/...`
-    # decoders of identical shapes (the sensors) applied as one vmapped decoder over their stacked parameters:
-    # the same parameters (one tree per decoder, as in the official layout) and the same arithmetic, fewer ops
-    stack_decoders: bool = False
 
     def setup(self):
         self.embeds = {s.name: kinds.of(s).embed(s, self.width, self.dtype, name=f"embed_{s.name}")
@@ -138,28 +134,8 @@ class MultimodalMAE(nn.Module):
             pe = jnp.broadcast_to(table, (batch,) + table.shape)
             x = jnp.concatenate([z_m + _gather(pe, vis_ids),
                                  self.mask_token.astype(self.dtype) + _gather(pe, masked_ids)], axis=1)
-            preds[s.name] = x
-        return self._decode(preds)
-
-    def _decode(self, xs):
-        """{name: decoder input [B, n, Dd]} -> {name: prediction}. With `stack_decoders` (not at init, which
-        creates each decoder's own parameters), decoders whose inputs and outputs have equal shapes run as
-        one `jax.vmap` over their stacked parameters."""
-        if not self.stack_decoders or self.is_initializing():
-            return {name: self.decoders[name](x) for name, x in xs.items()}
-        groups: dict = {}
-        for s in self.specs:
-            groups.setdefault((xs[s.name].shape, s.token_dim, s.num_decoded), []).append(s.name)
-        out = {}
-        for names in groups.values():
-            if len(names) == 1:
-                out[names[0]] = self.decoders[names[0]](xs[names[0]])
-                continue
-            stacked = jax.tree.map(lambda *p: jnp.stack(p), *(self.decoders[n].variables["params"] for n in names))
-            proto = self.decoders[names[0]].clone(parent=None, name=None)
-            ys = jax.vmap(lambda p, x: proto.apply({"params": p}, x))(stacked, jnp.stack([xs[n] for n in names]))
-            out.update({n: ys[i] for i, n in enumerate(names)})
-        return {name: out[name] for name in xs}
+            preds[s.name] = self.decoders[s.name](x)
+        return preds
 
 
 def from_config(config) -> MultimodalMAE:
@@ -175,7 +151,6 @@ def from_config(config) -> MultimodalMAE:
         raise ValueError(f"config.model.remat={remat!r}; expected one of {vit.REMAT}")
     return MultimodalMAE(specs=specs, drop_path=float(config.model.get("drop_path", 0.0)), dtype=dtype,
                          attention_impl=impl, remat=remat, scan=bool(config.model.get("scan", False)),
-                         stack_decoders=bool(config.model.get("stack_decoders", False)),
                          **layer_norm_eps(config.model), **sizes)
 
 
