@@ -299,7 +299,7 @@ def test_cli_class_split_file(tmp_path, capsys):
     cs_file = tmp_path / "split.json"
     cs.to_file(cs_file)
     out = tmp_path / "o.json"
-    assert E.main(["--records", str(lst), "--out", str(out), "--class_split", str(cs_file), "--part", "validation",
+    assert E.main(["--records", str(lst), "--out", str(out), "--class_split_file", str(cs_file), "--part", "validation",
                    "--way", "2", "--num_episodes", "40", "--seed", "1"]) == 0
     eps = E.load_episode_list(out)
     assert eps == E.make_episode_list(recs, cs, part="validation", way=2, num_episodes=40, seed=1)
@@ -307,7 +307,7 @@ def test_cli_class_split_file(tmp_path, capsys):
     assert eps.meta["class_to_id"] == {"c2": 2, "c3": 3, "c4": 4}  # the file's global ids
     bad = tmp_path / "bad.json"
     splits.ClassSplit(base=["c0"], validation=["c2"], novel=["c5", "walking"]).to_file(bad)
-    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class_split", str(bad),
+    assert E.main(["--records", str(lst), "--out", str(tmp_path / "b.json"), "--class_split_file", str(bad),
                    "--way", "2"]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "['walking']" in err and "in none of the records" in err

@@ -273,7 +273,8 @@ class TrainLoop:
             for ev in due:
                 scalars = {k: float(v) for k, v in ev.run(step, state).items()}
                 self.record(step, scalars)
-                self._say(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+                if scalars:
+                    self._say(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
             self.times["evaluation_s"] += time.perf_counter() - t
             self._resume_bar()
         stopping = self.stop.should_stop(step)  # read again: the signal may have come while logging or evaluating
@@ -292,7 +293,7 @@ class TrainLoop:
 
     def _say(self, line: str) -> None:
         """One line for the console (process 0), above the progress bar when there is one."""
-        if jax.process_index() == 0 and line.split(": ", 1)[-1]:
+        if jax.process_index() == 0:
             if self.show_bar:
                 self.bar.write(line)
             else:

@@ -36,9 +36,9 @@ Command line (records from list files of clip names, e.g. the official testlist0
 
     python -m mumae_jax.data.episodes --records testlist03.txt --split split3 --part novel \\
         --way 5 --shot 1 --protocol official --queries 1 --num_episodes 10000 --seed 0 --out episodes.json
-    python -m mumae_jax.data.episodes --records list.txt --class_split my_split.json --part validation ...
+    python -m mumae_jax.data.episodes --records list.txt --class_split_file my_split.json --part validation ...
 
-`--class_split FILE` draws from a user's class split (`splits.ClassSplit.from_file`; global ids = its
+`--class_split_file FILE` draws from a user's class split (`splits.ClassSplit.from_file`; global ids = its
 `class_to_id`); a class of the drawn part (or of `--classes`) that is not in the file or in none of the
 records is an error naming the file.
 """
@@ -245,8 +245,9 @@ def parser() -> cli.Parser:
     p.add_argument("--split", choices=("split3", "split3_val", "none"), default=None,
                    help="class split giving the classes of --part and the global ids (default split3; "
                         "'none' = classes from --classes or the records, ids = sorted index)")
-    p.add_argument("--class_split", default=None, metavar="FILE",
-                   help="a class split JSON file (splits.ClassSplit.from_file) instead of --split")
+    p.add_argument("--class_split_file", "--class_split", dest="class_split", default=None, metavar="FILE",
+                   help="a class split JSON file (splits.ClassSplit.from_file) instead of --split; the name of "
+                        "the config field (config.data.class_split_file) and of the other commands' flag")
     p.add_argument("--part", choices=splits.CLASS_PARTS, default="novel",
                    help="class part of the class split")
     p.add_argument("--classes", default=None, help="comma-separated class names (overrides --part)")
@@ -268,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _class_split_file(path: str, records: Sequence[ClipRecord], part: str,
                       classes: Optional[Sequence[str]]) -> ClassSplit:
-    """The split of a `--class_split` file; its classes that are drawn (`classes`, else those of `part`) must
+    """The split of a `--class_split_file` file; its classes that are drawn (`classes`, else those of `part`) must
     be in the file and in the records (ValueError naming the file)."""
     cs = ClassSplit.from_file(path)  # its own errors name the file
     drawn = list(classes) if classes else list(cs.classes(part))
@@ -288,7 +289,7 @@ def _run(a: argparse.Namespace) -> int:
     records = [r for path in a.records for r in read_clip_list(path)]
     classes = [c.strip() for c in a.classes.split(",") if c.strip()] if a.classes else None
     if a.class_split and a.split:
-        raise ValueError("--split and --class_split both name a class split; give one")
+        raise ValueError("--split and --class_split_file both name a class split; give one")
     if a.class_split:
         split = _class_split_file(a.class_split, records, a.part, classes)
     else:

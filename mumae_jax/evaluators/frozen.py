@@ -38,8 +38,7 @@ from typing import Any, Mapping, Optional, Sequence
 import jax
 from etils import epath
 
-from mumae_jax.core import checkpointing, sharding
-from mumae_jax.core import cli
+from mumae_jax.core import checkpointing, cli, sharding
 from mumae_jax.core.config_files import load_config_file, split_overrides
 from mumae_jax.data import episodes as E
 from mumae_jax.data import sources
