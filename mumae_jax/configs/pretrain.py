@@ -24,7 +24,7 @@ Arguments (`--config=configs/pretrain.py:variant=S,runlocal`):
 
 Commands and what to expect:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/mumae_local
-    2-core CPU: ~4 min (244 s on 2026-12-06, probes included). The logged loss (video + 0.5·Σ sensors,
+    2-core CPU: ~3 min (2 min 44 s on 2026-12-07, probes included; README results table). The logged loss (video + 0.5·Σ sensors,
     mean of 10 steps) falls from ~4.7 at step 10 to ~2.85 at step 300 (video ~0.96; a prediction of each
     patch's mean scores ~1.0). 300 steps are a demo: the sensor features transfer clearly after 2,000-3,000 on these
     data (docs/transfer.md). Checkpoints at steps 200 and
