@@ -24,13 +24,12 @@ Arguments (`--config=configs/pretrain.py:variant=S,runlocal`):
 
 Commands and what to expect:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/mumae_local
-    2-core CPU: ~3 min (2 min 44 s on 2026-12-07, probes included; README results table). The logged loss (video + 0.5·Σ sensors,
-    mean of 10 steps) falls from ~4.7 at step 10 to ~2.85 at step 300 (video ~0.96; a prediction of each
-    patch's mean scores ~1.0). 300 steps are a demo: the sensor features transfer clearly after 2,000-3,000 on these
-    data (docs/transfer.md). Checkpoints at steps 200 and
-    300, metrics.jsonl, tensorboard/. Frozen-encoder few-shot probes on 200 validation episodes at
-    steps 100, 200, 300 (`fewshot/*` metrics, ~15-20 s each; `--config.evals.fewshot.every_steps=0`
-    turns them off).
+    2-core CPU: ~3 min (2 min 44 s on 2026-12-07, probes included; README results table). The logged
+    loss (video + 0.5·Σ sensors, mean of 10 steps) falls from ~4.7 at step 10 to ~2.85 at step 300 (video
+    ~0.96; a prediction of each patch's mean scores ~1.0). 300 steps are a demo: the frozen features beat the
+    raw inputs after 6,000 steps on these data (docs/transfer.md). Checkpoints at steps 200 and 300,
+    metrics.jsonl, tensorboard/. Frozen-encoder few-shot probes on 200 validation episodes at steps 100, 200,
+    300 (`fewshot/*` metrics, ~15-20 s each; `--config.evals.fewshot.every_steps=0` turns them off).
   python main.py --config=configs/pretrain.py --config.batch_size=2 --config.total_steps=2 --workdir=...
     paper ViT-B shapes (122.7M parameters) on the synthetic data: ~1.5 min on a 2-core CPU, mostly
     compilation; the lr stays in warm-up (a warning says so).
