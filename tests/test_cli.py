@@ -17,9 +17,9 @@ from mumae_jax.weights import convert, export
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARSERS = {"bench.ablations": ablations.parser, "bench.readme_results": readme_results.parser,
            "data.episodes": episodes.parser,
-           "data.prepare_mmact": prepare_mmact.build_parser, "data.synthetic_export": synthetic_export.parser,
-           "evaluators.anchors": anchors._parser, "evaluators.frozen": frozen._parser, "faults": faults.parser,
-           "weights.convert": convert._parser, "weights.export": export._parser}
+           "data.prepare_mmact": prepare_mmact.parser, "data.synthetic_export": synthetic_export.parser,
+           "evaluators.anchors": anchors.parser, "evaluators.frozen": frozen.parser, "faults": faults.parser,
+           "weights.convert": convert.parser, "weights.export": export.parser}
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
@@ -38,7 +38,7 @@ def test_every_flag_is_underscored_and_has_help_stating_its_default(name):
 
 
 def test_dashed_spellings_parse_as_underscores_and_values_are_untouched():
-    a = prepare_mmact.build_parser().parse_args(["--video-dir=a-b", "--short-side", "8", "--no-progress"])
+    a = prepare_mmact.parser().parse_args(["--video-dir=a-b", "--short-side", "8", "--no-progress"])
     assert (a.video_dir, a.short_side, a.no_progress) == ("a-b", 8, True)
     assert cli._underscored("--class-split=x-y.json") == "--class_split=x-y.json"
     assert cli._underscored("-v") == "-v" and cli._underscored("--") == "--"

@@ -177,7 +177,7 @@ def test_convert_videomae_finetune_checkpoint_is_encoder_only(tmp_path, tiny):
     src = str(tmp_path / "finetuned.pth")
     state_dict_io.save_state_dict(ft, src, wrap_model=True)
     with pytest.raises(ValueError, match=r"unexpected: fc_norm\.weight"):
-        convert.convert(src, str(tmp_path / "a"), "auto", (), convert._parser().parse_args(
+        convert.convert(src, str(tmp_path / "a"), "auto", (), convert.parser().parse_args(
             ["--src", src, "--dst", "x"] + GEOMETRY))
     dst = str(tmp_path / "b")
     assert convert.main(["--src", src, "--dst", dst, "--skip", "fc_norm.weight,fc_norm.bias,head.weight,head.bias"]

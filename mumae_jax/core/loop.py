@@ -91,7 +91,7 @@ def format_summary(s: Mapping[str, Any]) -> str:
              f"  time              {secs(s['wall_s'])}: compile + first step {secs(s['first_step_s'])}, "
              f"evaluation {secs(s['evaluation_s'])}"]
     for k, v in s["latest"].items():
-        if k == "loss" or k.endswith(("_accuracy", "val_accuracy")):
+        if k == "loss" or k.endswith("_accuracy"):
             lines.append(f"  {k:<17} {v:.4g}")
     if s["next_commands"]:
         lines += ["next:"] + [f"  {c}" for c in s["next_commands"]]

@@ -345,7 +345,7 @@ def format_summary(s: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> cli.Parser:
+def parser() -> cli.Parser:
     p = cli.parser("python -m mumae_jax.data.prepare_mmact", "MMAct trimmed videos + sensor CSVs -> sharded "
                    "TFRecords, manifest.jsonl and summary.json (see data/MMACT.md).")
     p.add_argument("--src", help="MMAct root with video/ and <sensor>_clip/ (directories or .tar.gz)")
@@ -373,7 +373,7 @@ def build_parser() -> cli.Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cli.quiet_environment()
-    return cli.run(_run, build_parser().parse_args(argv))
+    return cli.run(_run, parser().parse_args(argv))
 
 
 def _run(args) -> int:

@@ -115,7 +115,7 @@ def format_table(results: Mapping[str, Any], groups: Sequence[str], probes: Sequ
     return "\n".join(lines)
 
 
-def _parser() -> cli.Parser:
+def parser() -> cli.Parser:
     p = cli.parser("python -m mumae_jax.evaluators.anchors", __doc__)
     p.add_argument("--config", default=packaged("pretrain.py:runlocal"),
                    help="pretraining config file[:args] whose data, modalities and geometry are used "
@@ -142,7 +142,7 @@ def _parser() -> cli.Parser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    a, a.overrides = split_overrides(_parser(), argv)
+    a, a.overrides = split_overrides(parser(), argv)
     return cli.run(_run, a)
 
 

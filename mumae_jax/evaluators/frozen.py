@@ -270,7 +270,7 @@ def format_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> cli.Parser:
+def parser() -> cli.Parser:
     p = cli.parser("python -m mumae_jax.evaluators.frozen", __doc__)
     p.epilog = "--config.x=y overrides of --config are accepted as by main.py."
     a = p.add_argument
@@ -313,7 +313,7 @@ def _parser() -> cli.Parser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = _parser()
+    p = parser()
     a, overrides = split_overrides(p, argv)
     if bool(a.pretrain_workdir) == bool(a.config):
         p.error("give exactly one of --pretrain_workdir (a run) and --config (random weights, with --random_init)")

@@ -151,7 +151,7 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
     from mumae_jax.weights import model_init
     from mumae_jax.weights import hf_keys, official_keys
 
-    a = args or _parser().parse_args(["--src", src, "--dst", dst])
+    a = args or parser().parse_args(["--src", src, "--dst", dst])
     model_init.check_free(dst)  # before minutes of reading and converting
     sd, info = state_dict_io.load_state_dict(src)
     fmt = guess_format(sd, info) if fmt == "auto" else fmt
@@ -199,7 +199,7 @@ def convert(src: str, dst: str, fmt: str = "auto", skip: Sequence[str] = (), arg
     return report
 
 
-def _parser() -> cli.Parser:
+def parser() -> cli.Parser:
     p = cli.parser("python -m mumae_jax.weights.convert", __doc__)
     p.add_argument("--src", required=True, help=".pth/.pt/.bin, .safetensors, .npz or a Hugging Face folder")
     p.add_argument("--dst", required=True, help="output directory (must not hold checkpoints yet)")
@@ -216,7 +216,7 @@ def _parser() -> cli.Parser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return cli.run(_run, _parser().parse_args(argv))
+    return cli.run(_run, parser().parse_args(argv))
 
 
 def _run(a) -> int:

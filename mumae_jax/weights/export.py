@@ -79,7 +79,7 @@ def export(src: str, dst: str, fmt: str, step: Optional[int] = None) -> dict:
             "encoder_only": encoder_only, "notes": notes}
 
 
-def _parser() -> cli.Parser:
+def parser() -> cli.Parser:
     p = cli.parser("python -m mumae_jax.weights.export", __doc__)
     p.add_argument("--src", required=True, help="pretraining workdir or converted directory")
     p.add_argument("--dst", required=True, help=".pth/.safetensors/.npz file, or a folder for --format hf")
@@ -89,7 +89,7 @@ def _parser() -> cli.Parser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return cli.run(_run, _parser().parse_args(argv))
+    return cli.run(_run, parser().parse_args(argv))
 
 
 def _run(a) -> int:
