@@ -253,6 +253,19 @@ def test_episode_head_on_clips_encoded_elsewhere_gives_the_models_logits():
     assert np.abs(np.asarray(kept) - np.asarray(zeroed)).max() > 1e-4  # R matters when kept
     evaluated = jax.jit(lambda v, e: dropped.apply(v, e, with_global=False)["logits"])(variables, ep)
     np.testing.assert_array_equal(evaluated, want)  # eval: kept
+    # a call's rate (the trainer's schedule, traced) overrides the attribute: 1 zeroes R, 0 keeps it
+    scheduled = jax.jit(lambda v, e, r: dropped.apply(v, e, train=True, mae_dropout=r, **train_kw)[0]["logits"])
+    np.testing.assert_allclose(scheduled(variables, ep, 1.0), zeroed, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(scheduled(variables, ep, 0.0), kept, rtol=1e-4, atol=1e-5)
+
+
+def test_mae_dropout_schedule_zeroes_r_for_the_delay_then_uses_the_rate():
+    """model.mae_delay_tasks: every episode's R zeroed (rate 1) for the first updates, then model.mae_dropout."""
+    sched = episodic_step.mae_dropout_schedule(0.25, 2)
+    assert [float(sched(jnp.int32(s))) for s in range(4)] == [1.0, 1.0, 0.25, 0.25]
+    assert episodic_step.mae_dropout_schedule(0.25, 0) is None  # no delay: the model's constant rate
+    with pytest.raises(ValueError, match="0 <= mae_dropout <= 1"):
+        episodic_step.mae_dropout_schedule(1.5, 2)
 
 
 def test_mae_pooling_modality_gives_one_block_per_modality_to_the_fusion():

@@ -45,6 +45,7 @@ def pre_workdir(tmp_path_factory):
 def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_workdir, tmp_path):
     w = str(tmp_path / "os")
     c = tiny(pre_workdir)
+    c.model.update(mae_delay_tasks=8, mae_dropout=0.5)  # the scheduled rate, traced: resumes bit for bit below
     res = oneshot_training.train_and_evaluate(c, w)
     assert res["step"] == 3 and not res["preempted"]
     init = json.load(open(os.path.join(w, "init_report.json")))

@@ -69,7 +69,8 @@ def get_config(arg=None):
     c.model = dict(mae_drop_path=0.1, video_drop_path=0.1, video_variant="", sensor_layout="transpose",
                    sensor_dim=64, fused_dim=768, channels=192, heads=4, scale_cls=7.0, alpha=1.0,
                    temperature=0.025, cam_hidden=6, normalize_video=True, loss_weight=0.5,
-                   num_classes=0, fusion="mae_query", mae_pooling="mean", mae_dropout=0.0)
+                   num_classes=0, fusion="mae_query", mae_pooling="mean", mae_dropout=0.0,
+                   mae_delay_tasks=0)
     # num_classes: the global classifier's size; 0 = every class of the class split (33 for MMAct).
     # fusion: 'mae_query' (Mu-MAE: the MAE representation queries a cross-attention across the episode) or
     # 'concat' (plain gated concatenation of each clip's features and the MAE representation; ablation)
@@ -77,6 +78,8 @@ def get_config(arg=None):
     # normalised mean per modality, concatenated; the better frozen feature in docs/transfer.md)
     # mae_dropout: probability of zeroing an episode's MAE representation in training (not in the paper;
     # keeps the sensor CNNs and the TimeSformer learning when a strong frozen feature fits the base classes)
+    # mae_delay_tasks: R is zeroed in every episode of the first this-many training tasks (the stage's own
+    # branches learn alone first, then beside R at rate mae_dropout; not in the paper; docs/transfer.md)
     c.sensors = common.name_list("sensors", arg.sensors)
 
     # ---- episodes ----

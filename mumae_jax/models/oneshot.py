@@ -15,7 +15,8 @@ sample's own features and R (the paper's fusion ablation). By default the whole 
 one-shot config's `freeze` holds chosen submodules fixed. `normalize_video` (default True) ImageNet-normalises the
 [0, 1] frames before the TimeSformer and the MAE encoder, as in pretraining; False feeds [0, 1] frames as
 the official code does (docs/official_code.md §5-E). `mae_dropout` p > 0 (not in the paper): in training, each episode's R
-is zeroed with probability p, so the unimodal branches must classify on their own too (eval keeps R).
+is zeroed with probability p, so the unimodal branches must classify on their own too (eval keeps R); a call's
+`mae_dropout` argument (a traced scalar: the trainer's schedule, `model.mae_delay_tasks`) overrides p.
 """
 from __future__ import annotations
 
@@ -105,17 +106,20 @@ class MuMAEOneShot(nn.Module):
         f = cam.to_channel_positions(self._fuse(encoded), self.channels)
         return self.classifier(f[:num_support], support_labels, f[num_support:], query_labels, train)
 
-    def __call__(self, batch: Mapping[str, jnp.ndarray], train: bool = False, with_global: bool = True):
+    def __call__(self, batch: Mapping[str, jnp.ndarray], train: bool = False, with_global: bool = True,
+                 mae_dropout=None):
         """batch: support_video [S, T, H, W, 3], query_video [Q, ...], support_/query_<sensor> [., L, 3],
         support_labels [S], query_labels [Q] (episode labels). Returns CAMClassifier's dict
-        (`global_logits` only when `with_global`)."""
+        (`global_logits` only when `with_global`). `mae_dropout` (float or scalar array; None: the attribute)
+        is the training-time probability of zeroing this episode's R."""
         names = ("video",) + tuple(self.sensors)
         extra = [s.name for s in self.mae.specs if s.name not in names]
         if extra:
             raise ValueError(f"the MAE encoder needs modalities {extra} that the one-shot model does not feed")
         encoded = self.encode(episode_samples(batch, names), train)
-        if train and self.mae_dropout > 0:  # the whole episode's R, one draw per episode (task)
-            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.mae_dropout)
+        rate = self.mae_dropout if mae_dropout is None else mae_dropout
+        if train and (not isinstance(rate, (int, float)) or rate > 0):  # the whole episode's R, one draw per episode
+            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rate)
             encoded["mae"] = encoded["mae"] * keep.astype(encoded["mae"].dtype)
         return self.classify(encoded, batch["support_labels"], batch["query_labels"] if with_global else None, train)
 

@@ -17,7 +17,7 @@ State: {'step', 'params', 'batch_stats', 'opt_state', 'nonfinite_step'} (`steps/
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +84,16 @@ def make_optimizer(name: str, lr: float, freeze: frozenset = frozenset()) -> opt
     return optax.multi_transform({"train": base, "frozen": optax.set_to_zero()}, labels)
 
 
+def mae_dropout_schedule(rate: float, delay_steps: int) -> Optional[Callable]:
+    """step -> the rate of zeroing an episode's MAE representation: 1 for the first `delay_steps` updates (the
+    stage's own branches learn alone), then `rate`; None (the model's constant rate) when `delay_steps` is 0."""
+    if delay_steps < 0 or not 0.0 <= rate <= 1.0:
+        raise ValueError(f"need 0 <= mae_dropout <= 1 and a delay >= 0; got {rate}, {delay_steps} updates")
+    if not delay_steps:
+        return None
+    return lambda step: jnp.where(step < delay_steps, 1.0, rate)
+
+
 def dummy_episode(model: MuMAEOneShot, num_support: int, num_query: int, num_frames: int, image_size: int,
                   sensor_length: int) -> dict[str, jnp.ndarray]:
     """Zero inputs of one episode (support labels 0..way-1 repeated), for init and shape checks."""
@@ -108,12 +118,13 @@ def state_initializer(model: MuMAEOneShot, tx: optax.GradientTransformation, rng
     return train_state.replicated_initializer(init_fn, rng, mesh)
 
 
-def task_losses(model: MuMAEOneShot, params, batch_stats, tasks, keys, loss_weight: float = 0.5):
-    """Per-task training losses [T], updated batch stats [T, ...] and hits [T, Q] (train mode)."""
+def task_losses(model: MuMAEOneShot, params, batch_stats, tasks, keys, loss_weight: float = 0.5, mae_dropout=None):
+    """Per-task training losses [T], updated batch stats [T, ...] and hits [T, Q] (train mode); `mae_dropout`
+    overrides the model's rate (`MuMAEOneShot.__call__`)."""
 
     def one(episode, key):
         out, upd = model.apply({"params": params, "batch_stats": batch_stats}, episode, train=True,
-                               rngs={"dropout": key}, mutable=["batch_stats"])
+                               rngs={"dropout": key}, mutable=["batch_stats"], mae_dropout=mae_dropout)
         hits = jnp.argmax(out["logits"], -1) == episode["query_labels"]
         return episode_loss(out, episode, loss_weight), (upd["batch_stats"], hits)
 
@@ -122,8 +133,11 @@ def task_losses(model: MuMAEOneShot, params, batch_stats, tasks, keys, loss_weig
 
 def make_train_step(model: MuMAEOneShot, tx: optax.GradientTransformation, seed: int, num_tasks: int, mesh,
                     state_sh, task_chunks: int = 1, loss_weight: float = 0.5,
-                    freeze: frozenset = frozenset()) -> Callable:
+                    freeze: frozenset = frozenset(), mae_dropout: Optional[Callable] = None) -> Callable:
     """jit(step)(state, tasks) -> (state, metrics); tasks: episode dict with a leading [num_tasks] axis.
+
+    `mae_dropout(step)` (optional): the rate of zeroing an episode's MAE representation at this (0-based)
+    update, overriding the model's `mae_dropout` (`mae_dropout_schedule`).
 
     `freeze`: top-level submodules held fixed (`frozen_names`): no gradient flows into them (so the
     backward pass skips them) and `tx` (`make_optimizer` with the same set) gives them no update.
@@ -136,11 +150,12 @@ def make_train_step(model: MuMAEOneShot, tx: optax.GradientTransformation, seed:
 
     def step_fn(state, tasks):
         keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), state["step"]), num_tasks)
+        rate = None if mae_dropout is None else mae_dropout(state["step"])
 
         def chunk_loss(params, chunk, chunk_keys):
             params = {k: jax.lax.stop_gradient(v) if k in freeze else v for k, v in params.items()}
             losses, (stats, hits) = task_losses(model, params, state["batch_stats"], chunk, chunk_keys,
-                                                loss_weight)
+                                                loss_weight, rate)
             return jnp.sum(losses) / num_tasks, (losses, stats, hits)
 
         grad_fn = jax.value_and_grad(chunk_loss, has_aux=True)

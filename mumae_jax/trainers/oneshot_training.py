@@ -229,8 +229,11 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
                              f"and report); got {len(episodes)}")
         episodes = episodes[0]
 
+        m = config.model
+        delay = math.ceil(m.get("mae_delay_tasks", 0) / t)  # updates whose episodes all see R zeroed
         step_fn = episodic_step.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
-                                                config.model.loss_weight, s["freeze"])
+                                                m.loss_weight, s["freeze"],
+                                                episodic_step.mae_dropout_schedule(m.mae_dropout, delay))
         # drawn only here: evaluating a checkpoint does not need the (paper: 256,020-episode) training list
         train_list = oneshot_episodes.draw(config, s["records"], s["class_split"], "base", total * t, config.seed)
         episodes_in = _episode_iter(config, train_list, "base", True, start=start * t, repeat=False)
