@@ -268,6 +268,39 @@ def test_mae_dropout_schedule_zeroes_r_for_the_delay_then_uses_the_rate():
         episodic_step.mae_dropout_schedule(1.5, 2)
 
 
+def test_late_fusion_adds_the_mae_features_prototype_scores_at_evaluation_only():
+    """model.fusion='late': the fusion has no R input; eval logits = log_softmax(CAM logits) + w·cos(R_query,
+    class mean of L2-normalised support R) (NumPy reference); training never runs the MAE encoder."""
+    c = tiny_oneshot_config()
+    c.model.update(fusion="late", late_weight=2.0, mae_drop_path=0.0, video_drop_path=0.0)
+    model = build(c)
+    ep = real_episodes("trx", n=1)[0]
+    variables = jax.jit(model.init)({"params": jax.random.key(0)}, ep)
+    gates = [k[-1] for k in traverse_util.flatten_dict(variables["params"]["fusion"]) if k[-1].startswith("gate_")]
+    assert sorted(gates) == sorted(f"gate_{n}" for n in ("video",) + model.sensors)  # concat adds gate_mae
+    got = jax.jit(lambda v, e: model.apply(v, e, with_global=False)["logits"])(variables, ep)
+    enc = jax.jit(lambda v, s: model.apply(v, s, False, method=model.encode))(
+        variables, oneshot.episode_samples(ep, ("video",) + model.sensors))
+    sl = ep["support_labels"]
+    head = jax.jit(lambda v, e: model.apply(v, e, sl, method=model.classify)["logits"])
+    cam_only = np.asarray(head(variables, {**enc, "mae": 0 * enc["mae"]}))  # cos with a zero R is 0
+    r = np.asarray(enc["mae"], np.float64)
+    r /= np.linalg.norm(r, axis=-1, keepdims=True)
+    s = len(sl)
+    protos = np.stack([r[:s][np.asarray(sl) == k].mean(0) for k in range(5)])
+    protos /= np.linalg.norm(protos, axis=-1, keepdims=True)
+    want = cam_only + 2.0 * r[s:] @ protos.T
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert np.abs(want - cam_only).max() > 1e-2  # negative control: R's scores do move the logits
+    # training: NaN MAE weights change nothing (the encoder does not run), and the logits are the CAM's own
+    nan = {**variables, "params": {**variables["params"],
+                                   "mae": jax.tree.map(lambda x: x * np.nan, variables["params"]["mae"])}}
+    kw = dict(train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"])
+    train = jax.jit(lambda v, e: model.apply(v, e, **kw)[0]["logits"])
+    np.testing.assert_allclose(train(nan, ep), train(variables, ep), rtol=1e-6)
+    assert np.isfinite(np.asarray(train(nan, ep))).all()
+
+
 def test_mae_pooling_modality_gives_one_block_per_modality_to_the_fusion():
     """model.mae_pooling='modality': R is one fc_norm'd block per modality ([N, 5·D] here), which the
     fusion takes as its query input; 'mean' (official) keeps R [N, D]. Shapes only (no compilation)."""

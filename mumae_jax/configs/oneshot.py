@@ -70,10 +70,12 @@ def get_config(arg=None):
                    sensor_dim=64, fused_dim=768, channels=192, heads=4, scale_cls=7.0, alpha=1.0,
                    temperature=0.025, cam_hidden=6, normalize_video=True, loss_weight=0.5,
                    num_classes=0, fusion="mae_query", mae_pooling="mean", mae_dropout=0.0,
-                   mae_delay_tasks=0)
+                   mae_delay_tasks=0, late_weight=5.0)
     # num_classes: the global classifier's size; 0 = every class of the class split (33 for MMAct).
     # fusion: 'mae_query' (Mu-MAE: the MAE representation queries a cross-attention across the episode) or
     # 'concat' (plain gated concatenation of each clip's features and the MAE representation; ablation)
+    # or 'late' (not in the paper: R stays out of training; at evaluation log_softmax(CAM logits) +
+    # late_weight × cosine of R to each class's support prototype, an ensemble with the frozen probe)
     # mae_pooling: the MAE representation R: 'mean' over all tokens (official) or 'modality' (one
     # normalised mean per modality, concatenated; the better frozen feature in docs/transfer.md)
     # mae_dropout: probability of zeroing an episode's MAE representation in training (not in the paper;

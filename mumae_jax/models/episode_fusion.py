@@ -94,7 +94,7 @@ class GatedConcatFusion(nn.Module):
         return torch_dense(self.out, x.shape[-1], name="fuse")(x)
 
 
-FUSIONS = ("mae_query", "concat")
+FUSIONS = ("mae_query", "concat", "late")
 
 
 class MultimodalEpisodeFusion(nn.Module):
@@ -103,6 +103,8 @@ class MultimodalEpisodeFusion(nn.Module):
     mode 'mae_query' (Mu-MAE): R gives the queries of a cross-attention across the episode per modality,
     then gated concatenation. 'concat' (the ablation "plain concatenation"): no attention, each sample's
     own features and R are gated and concatenated, F = W_f [U_v*w_v ; U_1*w_1 ; ... ; R*w_mae] + b_f.
+    'late': R does not enter the fusion (F = W_f [U_v*w_v ; U_1*w_1 ; ...] + b_f, `rep` ignored); the one-shot
+    model adds R's nearest-prototype scores to the classifier's at evaluation (`MuMAEOneShot`).
     """
 
     modalities: ModalityDims = DEFAULT_MODALITIES
@@ -118,6 +120,8 @@ class MultimodalEpisodeFusion(nn.Module):
             raise KeyError(f"unimodal features missing for {missing}; got {sorted(unimodal)}")
         if self.mode not in FUSIONS:
             raise ValueError(f"fusion mode {self.mode!r}: expected one of {FUSIONS}")
+        if self.mode == "late":
+            return GatedConcatFusion(self.out, items, name="fusion")(unimodal)
         if self.mode == "concat":
             feats = {**dict(unimodal), "mae": rep}
             return GatedConcatFusion(self.out, items + (("mae", rep.shape[-1]),), name="fusion")(feats)

@@ -11,7 +11,11 @@ For one episode with S support and Q query clips (N = S + Q; 5+1 official, 5+5 T
     -> logits [Q, way] (prediction), cls_scores [Q, way, 4], global_logits [Q, num_classes, 4] (training)
 
 `fusion_mode='concat'` replaces the MAE-query cross-attention with a plain gated concatenation of each
-sample's own features and R (the paper's fusion ablation). By default the whole model is trained; the
+sample's own features and R (the paper's fusion ablation). `fusion_mode='late'` (not in the paper) keeps R out of
+the trained model (the MAE encoder does not even run in training): the fusion and CAM see the unimodal features
+only, and at evaluation the prediction is log_softmax(CAM logits) + late_weight × cos(R_query, mean of the
+L2-normalised R of each class's support), an ensemble of the trained stage with the frozen feature's
+nearest-prototype probe. By default the whole model is trained; the
 one-shot config's `freeze` holds chosen submodules fixed. `normalize_video` (default True) ImageNet-normalises the
 [0, 1] frames before the TimeSformer and the MAE encoder, as in pretraining; False feeds [0, 1] frames as
 the official code does (docs/official_code.md §5-E). `mae_dropout` p > 0 (not in the paper): in training, each episode's R
@@ -64,6 +68,7 @@ class MuMAEOneShot(nn.Module):
     normalize_video: bool = True
     fusion_mode: str = "mae_query"
     mae_dropout: float = 0.0
+    late_weight: float = 5.0
 
     def setup(self):
         self.cnns = {s: SensorCNN(out=self.sensor_dim, layout=self.sensor_layout, name=f"cnn_{s}")
@@ -104,7 +109,13 @@ class MuMAEOneShot(nn.Module):
         fusion across the episode, then CAMClassifier's dict (`global_logits` only with `query_labels`)."""
         num_support = support_labels.shape[0]
         f = cam.to_channel_positions(self._fuse(encoded), self.channels)
-        return self.classifier(f[:num_support], support_labels, f[num_support:], query_labels, train)
+        out = self.classifier(f[:num_support], support_labels, f[num_support:], query_labels, train)
+        if self.fusion_mode == "late" and not train:  # R's nearest-prototype scores join at evaluation
+            r = cam.l2_normalize(encoded["mae"], -1)
+            protos = cam.prototypes(r[:num_support], support_labels, self.way)  # [way, Dr]
+            scores = cam.cosine(r[num_support:, None, :], protos[None])  # [Q, way]
+            out = {**out, "logits": jax.nn.log_softmax(out["logits"], -1) + self.late_weight * scores}
+        return out
 
     def __call__(self, batch: Mapping[str, jnp.ndarray], train: bool = False, with_global: bool = True,
                  mae_dropout=None):
@@ -116,9 +127,13 @@ class MuMAEOneShot(nn.Module):
         extra = [s.name for s in self.mae.specs if s.name not in names]
         if extra:
             raise ValueError(f"the MAE encoder needs modalities {extra} that the one-shot model does not feed")
-        encoded = self.encode(episode_samples(batch, names), train)
+        samples = episode_samples(batch, names)
+        if train and self.fusion_mode == "late":  # R is not part of the trained model
+            encoded = {**self.unimodal(samples, train), "mae": None}
+        else:
+            encoded = self.encode(samples, train)
         rate = self.mae_dropout if mae_dropout is None else mae_dropout
-        if train and (not isinstance(rate, (int, float)) or rate > 0):  # the whole episode's R, one draw per episode
+        if train and encoded["mae"] is not None and (not isinstance(rate, (int, float)) or rate > 0):  # the whole episode's R, one draw per episode
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rate)
             encoded["mae"] = encoded["mae"] * keep.astype(encoded["mae"].dtype)
         return self.classify(encoded, batch["support_labels"], batch["query_labels"] if with_global else None, train)

@@ -74,7 +74,8 @@ def build_model(config, pcfg, split=None) -> MuMAEOneShot:
                         sensor_dim=m.sensor_dim, fused_dim=m.fused_dim, channels=m.channels, heads=m.heads,
                         way=ep.way, num_classes=num_classes(config, split), scale_cls=m.scale_cls, alpha=m.alpha,
                         temperature=m.temperature, cam_hidden=m.cam_hidden, normalize_video=m.normalize_video,
-                        fusion_mode=m.get("fusion", "mae_query"), mae_dropout=m.get("mae_dropout", 0.0))
+                        fusion_mode=m.get("fusion", "mae_query"), mae_dropout=m.get("mae_dropout", 0.0),
+                        late_weight=m.get("late_weight", 5.0))
 
 
 def pretrained_params(config, params, pretrain_params) -> tuple[dict, dict]:
