@@ -24,7 +24,7 @@ def test_conditions_pretrain_the_claimed_models(config):
         assert p.modality.video.image_size == 64 and p.evals.fewshot.every_steps == 0
     assert A.present_groups(got["videomae"], ["all", "video", "sensors"]) == ["all", "video"]
     assert A.present_groups(got["sync"], ["sensors", "gyro", "depth"]) == ["sensors", "gyro"]
-    assert {r.fusion for r in config.oneshot_rows.values()} == {"mae_query", "concat"}
+    assert {r.fusion for r in config.oneshot_rows.values()} == {"mae_query", "concat", "late"}
     assert config.oneshot_rows.oneshot_random.init == "random"
 
 

@@ -8,7 +8,8 @@ command runs at the CPU geometry (runlocal) and, with other arguments, at the pa
                            time-aligned sensor masking; each evaluated by frozen probes (prototype, ridge)
                            per modality group (all, video, sensors) and pooling (official mean, per-modality)
   one-shot rows            the one-shot stage from random init and from Mu-MAE synchronized, with the MAE-query
-                           cross-attention (the paper) or plain concatenation; final and validation-selected
+                           cross-attention (the paper), plain concatenation, or late fusion (the frozen MAE
+                           feature's prototype scores added at evaluation); final and validation-selected
   anchors                  the raw inputs themselves (no encoder), the floor every learned row must beat
 
 Arguments (`--config=configs/ablations.py:runlocal,data=mmact`):
@@ -30,12 +31,15 @@ CONDITIONS = {
     "independent": ("Mu-MAE, independent masking", "sensor_masking=independent"),
     "time_aligned": ("Mu-MAE, time-aligned masking", "sensor_masking=time_aligned"),
 }
-# one-shot rows: (label, pretraining condition that initialises the MAE encoder and TimeSformer, fusion)
+# one-shot rows: (label, pretraining condition that initialises the MAE encoder and TimeSformer, fusion);
+# 'late' (not in the paper) scores with the MAE feature pooled per modality (configs/oneshot.py)
 ONESHOT = {
     "oneshot_random": ("one-shot stage, random init", "random", "mae_query"),
     "oneshot_random_concat": ("one-shot stage, random init, plain concatenation", "random", "concat"),
+    "oneshot_random_late": ("one-shot stage, random init, late fusion", "random", "late"),
     "oneshot_sync": ("one-shot stage from Mu-MAE sync, MAE-query cross-attention", "sync", "mae_query"),
     "oneshot_sync_concat": ("one-shot stage from Mu-MAE sync, plain concatenation", "sync", "concat"),
+    "oneshot_sync_late": ("one-shot stage from Mu-MAE sync, late fusion", "sync", "late"),
 }
 
 
