@@ -99,11 +99,12 @@ def test_oneshot_recipes():
 
     def recipe(arg):
         c = oneshot.get_config(arg)
-        return c.optimizer, tuple(c.freeze), c.episodes.protocol, c.lr, c.total_tasks
+        m = c.model
+        return c.optimizer, tuple(c.freeze), c.episodes.protocol, c.lr, c.total_tasks, m.fusion, m.mae_pooling
 
-    assert recipe("runlocal") == ("adam", ("mae", "video"), "trx", 1e-3, 800)
-    assert recipe("runlocal,recipe=paper") == ("sgd", (), "official", 0.05, 320)
-    assert recipe("") == recipe("recipe=paper") == ("sgd", (), "official", 0.01, 256020)
+    assert recipe("runlocal") == ("adam", ("mae", "video"), "trx", 1e-3, 800, "late", "modality")
+    assert recipe("runlocal,recipe=paper") == ("sgd", (), "official", 0.05, 320, "mae_query", "mean")
+    assert recipe("") == recipe("recipe=paper") == ("sgd", (), "official", 0.01, 256020, "mae_query", "mean")
     with pytest.raises(ValueError, match="recipe"):
         oneshot.get_config("runlocal,recipe=fast")
 

@@ -172,9 +172,7 @@ def run_oneshot(config, name: str, workdir: epath.Path, episodes_file: str) -> d
     row, out = config.oneshot_rows[name], workdir / name
     o = config.oneshot.copy_and_resolve_references()
     o.seed = config.seed
-    o.model.fusion = row.fusion
-    if row.fusion == "late":  # its prototype scores: the MAE feature pooled per modality (docs/transfer.md)
-        o.model.mae_pooling = "modality"
+    o.model.update(fusion=row.fusion, mae_pooling=row.mae_pooling)
     random = not config.conditions[row.init].pretrain
     o.model_init = str(workdir / row.init / "pretrain")
     o.init.update(mae="random" if random else "pretrained", video="random" if random else "mae")

@@ -31,15 +31,15 @@ CONDITIONS = {
     "independent": ("Mu-MAE, independent masking", "sensor_masking=independent"),
     "time_aligned": ("Mu-MAE, time-aligned masking", "sensor_masking=time_aligned"),
 }
-# one-shot rows: (label, pretraining condition that initialises the MAE encoder and TimeSformer, fusion);
-# 'late' (not in the paper) scores with the MAE feature pooled per modality (configs/oneshot.py)
+# one-shot rows: (label, pretraining condition that initialises the MAE encoder and TimeSformer, fusion,
+# pooling of the MAE representation: the official mean, or per modality for 'late', not in the paper)
 ONESHOT = {
-    "oneshot_random": ("one-shot stage, random init", "random", "mae_query"),
-    "oneshot_random_concat": ("one-shot stage, random init, plain concatenation", "random", "concat"),
-    "oneshot_random_late": ("one-shot stage, random init, late fusion", "random", "late"),
-    "oneshot_sync": ("one-shot stage from Mu-MAE sync, MAE-query cross-attention", "sync", "mae_query"),
-    "oneshot_sync_concat": ("one-shot stage from Mu-MAE sync, plain concatenation", "sync", "concat"),
-    "oneshot_sync_late": ("one-shot stage from Mu-MAE sync, late fusion", "sync", "late"),
+    "oneshot_random": ("one-shot stage, random init", "random", "mae_query", "mean"),
+    "oneshot_random_concat": ("one-shot stage, random init, plain concatenation", "random", "concat", "mean"),
+    "oneshot_random_late": ("one-shot stage, random init, late fusion", "random", "late", "modality"),
+    "oneshot_sync": ("one-shot stage from Mu-MAE sync, MAE-query cross-attention", "sync", "mae_query", "mean"),
+    "oneshot_sync_concat": ("one-shot stage from Mu-MAE sync, plain concatenation", "sync", "concat", "mean"),
+    "oneshot_sync_late": ("one-shot stage from Mu-MAE sync, late fusion", "sync", "late", "modality"),
 }
 
 
@@ -72,7 +72,8 @@ def get_config(arg=None):
     o.progress_bar = False
     o.evals.episodes.report_test_selection = False
     c.oneshot = o
-    c.oneshot_rows = {name: dict(label=label, init=init, fusion=fusion) for name, (label, init, fusion) in ONESHOT.items()}
+    c.oneshot_rows = {name: dict(label=label, init=init, fusion=fusion, mae_pooling=pooling)
+                      for name, (label, init, fusion, pooling) in ONESHOT.items()}
 
     if arg.runlocal:
         # a CPU budget (2 cores: 64 min for every row, measured 2026-12-07; docs/transfer.md has what each choice

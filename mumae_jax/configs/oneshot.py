@@ -20,7 +20,9 @@ Arguments (`--config=configs/oneshot.py:runlocal,init=random`):
   recipe=measured|paper  runlocal only: 'measured' (default) is what learns within a CPU budget
                          (docs/transfer.md): Adam (lr 1e-3) on the new parts (sensor CNNs, fusion,
                          CAM) with the MAE encoder and TimeSformer frozen, TRX episodes with one query
-                         per class, 100 updates; 'paper' keeps the official optimisation (plain SGD
+                         per class, 100 updates, late fusion (`model.fusion=late`: the MAE feature,
+                         pooled per modality, scores by nearest prototype beside the trained CAM);
+                         'paper' keeps the official optimisation and fusion (plain SGD
                          over every parameter, official episodes, 40 updates), which stays at chance
                          on a CPU. Without runlocal both give the official recipe (nothing was
                          measured at the paper's scale).
@@ -133,5 +135,6 @@ def get_config(arg=None):
         if arg.recipe == "measured":  # what learns within a CPU budget (module docstring, docs/transfer.md)
             c.episodes.update(protocol="trx", queries=1)  # one query per class: 5 per episode
             c.update(optimizer="adam", lr=1e-3, freeze=("mae", "video"), total_tasks=800)
+            c.model.update(fusion="late", mae_pooling="modality")  # the best stage measured, both inits
             c.evals.episodes.update(every_tasks=200, val_episodes=200)
     return c

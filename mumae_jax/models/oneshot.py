@@ -133,7 +133,8 @@ class MuMAEOneShot(nn.Module):
         else:
             encoded = self.encode(samples, train)
         rate = self.mae_dropout if mae_dropout is None else mae_dropout
-        if train and encoded["mae"] is not None and (not isinstance(rate, (int, float)) or rate > 0):  # the whole episode's R, one draw per episode
+        dropping = not isinstance(rate, (int, float)) or rate > 0  # a traced rate (a schedule) always draws
+        if train and encoded["mae"] is not None and dropping:  # the whole episode's R, one draw per episode
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rate)
             encoded["mae"] = encoded["mae"] * keep.astype(encoded["mae"].dtype)
         return self.classify(encoded, batch["support_labels"], batch["query_labels"] if with_global else None, train)
