@@ -249,6 +249,17 @@ def test_verify_catches_removed_clip(records, tmp_path):
 
 # -- accuracy ----------------------------------------------------------------------------------------
 
+def test_paired_difference_is_over_episodes():
+    a = np.array([[1, 1], [1, 0], [0, 0]])
+    b = np.array([[1, 0], [0, 0], [0, 1]])
+    d = np.array([50.0, 50.0, -50.0])  # per-episode differences, pp
+    mean, ci = E.paired_difference_with_ci(a, b)
+    assert mean == pytest.approx(d.mean()) and ci == pytest.approx(1.96 * d.std() / np.sqrt(3))
+    assert E.paired_difference_with_ci(a, a) == (0.0, 0.0)  # negative control
+    with pytest.raises(ValueError, match="one shape"):
+        E.paired_difference_with_ci(a, b[:2])
+
+
 def test_accuracy_with_ci():
     mean, ci = E.accuracy_with_ci([1, 0, 1, 1])
     assert mean == pytest.approx(75.0)
