@@ -26,6 +26,8 @@ def test_conditions_pretrain_the_claimed_models(config):
     assert A.present_groups(got["sync"], ["sensors", "gyro", "depth"]) == ["sensors", "gyro"]
     assert {r.fusion for r in config.oneshot_rows.values()} == {"mae_query", "concat", "late"}
     assert config.oneshot_rows.oneshot_random.init == "random"
+    assert {n: r.video_init for n, r in config.oneshot_rows.items() if r.init != "random"} == {
+        "oneshot_sync": "mae", "oneshot_sync_concat": "mae", "oneshot_sync_late": "random"}
 
 
 def test_rows_keep_the_requested_order_and_bring_their_initialisation(config):

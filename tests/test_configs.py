@@ -100,11 +100,14 @@ def test_oneshot_recipes():
     def recipe(arg):
         c = oneshot.get_config(arg)
         m = c.model
-        return c.optimizer, tuple(c.freeze), c.episodes.protocol, c.lr, c.total_tasks, m.fusion, m.mae_pooling
+        return (c.optimizer, tuple(c.freeze), c.episodes.protocol, c.lr, c.total_tasks, m.fusion, m.mae_pooling,
+                tuple(c.evals.episodes.late_weights), c.init.mae, c.init.video)
 
-    assert recipe("runlocal") == ("adam", ("mae", "video"), "trx", 1e-3, 800, "late", "modality")
-    assert recipe("runlocal,recipe=paper") == ("sgd", (), "official", 0.05, 320, "mae_query", "mean")
-    assert recipe("") == recipe("recipe=paper") == ("sgd", (), "official", 0.01, 256020, "mae_query", "mean")
+    assert recipe("runlocal") == ("adam", ("mae", "video"), "trx", 1e-3, 800, "late", "modality",
+                                  (0.0, 2.5, 5.0, 10.0, 20.0), "pretrained", "random")
+    paper = ("sgd", (), "official", 0.05, 320, "mae_query", "mean", (), "pretrained", "mae")
+    assert recipe("runlocal,recipe=paper") == paper
+    assert recipe("") == recipe("recipe=paper") == ("sgd", (), "official", 0.01, 256020) + paper[5:]
     with pytest.raises(ValueError, match="recipe"):
         oneshot.get_config("runlocal,recipe=fast")
 

@@ -292,6 +292,17 @@ def test_late_fusion_adds_the_mae_features_prototype_scores_at_evaluation_only()
     want = cam_only + 2.0 * r[s:] @ protos.T
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert np.abs(want - cam_only).max() > 1e-2  # negative control: R's scores do move the logits
+    # the evaluator's weight grid (evals.episodes.late_weights): one prediction row per weight from one head run
+    grid = (0.0, 2.0, 100.0)
+    mesh = sharding.make_mesh(jax.devices()[:1])  # one episode
+    _, head_grid = episodic_step.make_clip_eval_steps(model, mesh, sharding.replicated(mesh), grid)
+    state = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    pred = np.asarray(head_grid(state, {**{k: v[None] for k, v in enc.items()}, "support_labels": sl[None]}))
+    want_pred = np.stack([(cam_only + w * r[s:] @ protos.T).argmax(-1) for w in grid])
+    np.testing.assert_array_equal(pred, want_pred[None])  # [E=1, K=3, Q]
+    assert (want_pred[0] != want_pred[2]).any()  # negative control: the weights' predictions differ
+    with pytest.raises(ValueError, match="need model.fusion='late'"):
+        episodic_step.make_clip_eval_steps(build(), mesh, sharding.replicated(mesh), grid)
     # training: NaN MAE weights change nothing (the encoder does not run), and the logits are the CAM's own
     nan = {**variables, "params": {**variables["params"],
                                    "mae": jax.tree.map(lambda x: x * np.nan, variables["params"]["mae"])}}

@@ -129,3 +129,44 @@ def test_random_init_needs_no_pretraining_run_and_pretrained_init_needs_one(tmp_
     with pytest.raises(ValueError, match="config.tasks_per_batch=0 must be >= 1"):
         oneshot_training.train_and_evaluate(tiny("", tasks_per_batch=0), str(tmp_path / "b"))
     assert not (tmp_path / "b").exists()
+
+
+def test_late_weight_is_chosen_on_validation_and_tested_at_that_weight(tmp_path):
+    """evals.episodes.late_weights: each evaluation picks the weight with the best VALIDATION accuracy and
+    reports validation and test accuracy at it (never test's own best); the final report reuses a logged
+    choice, and a final step without a logged evaluation chooses on validation again. Fake evaluations."""
+    import jax
+    import ml_collections
+    from mumae_jax.evaluators import oneshot_episodes
+
+    grid = (0.0, 5.0, 10.0)
+    table = {1: ([50, 60, 55], [40, 30, 45]), 2: ([70, 65, 80], [60, 75, 62]), 3: ([10, 20, 15], [1, 2, 3])}
+
+    def evaluate(state, lst, part, progress=False):  # per step: validation / test accuracy at each weight
+        accs = table[int(state["step"])][0 if part == "validation" else 1]
+        return {"accuracy": [float(a) for a in accs], "ci95": [1.0] * 3, "num_queries": 20,
+                "hits": np.zeros((4, len(grid), 5), bool)}
+
+    settings = ml_collections.ConfigDict(dict(every_tasks=8, report_test_selection=True))
+    ev = oneshot_episodes.EpisodeEvaluator(settings, evaluate, str(tmp_path), ["val"], ["test"], 8, 0, [], False,
+                                           grid=grid)
+    state = lambda step: {"step": np.full((), step, np.int32)}  # noqa: E731
+    history = [{"step": s, **ev.run(s, state(s))} for s in (1, 2)]
+    assert [(h["late_weight"], h["val_accuracy"], h["test_accuracy"]) for h in history] == [(5.0, 60, 30),
+                                                                                            (10.0, 80, 62)]
+    abstract = {"step": jax.ShapeDtypeStruct((), np.int32)}
+    report = ev.final_report(state(2), 2, abstract, history, str(tmp_path))
+    assert (report["final"]["late_weight"], report["final"]["accuracy"]) == (10.0, 62)
+    assert report["validation_selected"]["step"] == 2 and report["validation_selected"]["accuracy"] == 62
+    assert "late weight 10, chosen on validation" in episode_accuracy.format_report(report)
+    report = ev.final_report(state(3), 3, abstract, history, str(tmp_path))  # step 3: never evaluated
+    assert (report["final"]["late_weight"], report["final"]["accuracy"]) == (5.0, 2)  # validation's choice
+    assert (report["validation_selected"]["step"], report["validation_selected"]["accuracy"]) == (2, 62)
+    ev.close()
+    c = oneshot_config.get_config("runlocal,recipe=paper")
+    c.evals.episodes.late_weights = grid
+    assert oneshot_episodes.late_weights(c) == ()  # a parameter of late fusion, unused by the paper's
+    c.model.fusion = "late"
+    assert oneshot_episodes.late_weights(c) == grid
+    with pytest.raises(ValueError, match="chosen on validation classes"):
+        oneshot_episodes.check_late_weights(c, None)

@@ -175,7 +175,7 @@ def run_oneshot(config, name: str, workdir: epath.Path, episodes_file: str) -> d
     o.model.update(fusion=row.fusion, mae_pooling=row.mae_pooling)
     random = not config.conditions[row.init].pretrain
     o.model_init = str(workdir / row.init / "pretrain")
-    o.init.update(mae="random" if random else "pretrained", video="random" if random else "mae")
+    o.init.update(mae="random" if random else "pretrained", video="random" if random else row.video_init)
     o.evals.episodes.test_list = episodes_file
     if config.data_dir:
         o.data.dir = config.data_dir

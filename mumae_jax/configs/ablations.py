@@ -31,17 +31,21 @@ CONDITIONS = {
     "independent": ("Mu-MAE, independent masking", "sensor_masking=independent"),
     "time_aligned": ("Mu-MAE, time-aligned masking", "sensor_masking=time_aligned"),
 }
-# one-shot rows: (label, pretraining condition that initialises the MAE encoder and TimeSformer, fusion,
-# pooling of the MAE representation: the official mean, or per modality for 'late', not in the paper)
+# one-shot rows: (label, pretraining condition that initialises the MAE encoder, fusion, pooling of the MAE
+# representation: the official mean, or per modality for 'late', not in the paper; TimeSformer initialisation
+# for a pretrained condition: 'mae' (from its encoder) or 'random', as configs/oneshot.py's recipe=measured)
 ONESHOT = {
-    "oneshot_random": ("one-shot stage, random init", "random", "mae_query", "mean"),
-    "oneshot_random_concat": ("one-shot stage, random init, plain concatenation", "random", "concat", "mean"),
-    "oneshot_random_late": ("one-shot stage, random init, late fusion", "random", "late", "modality"),
-    "oneshot_sync": ("one-shot stage from Mu-MAE sync, MAE-query cross-attention", "sync", "mae_query", "mean"),
-    "oneshot_sync_concat": ("one-shot stage from Mu-MAE sync, plain concatenation", "sync", "concat", "mean"),
-    "oneshot_sync_late": ("one-shot stage from Mu-MAE sync, late fusion", "sync", "late", "modality"),
+    "oneshot_random": ("one-shot stage, random init", "random", "mae_query", "mean", "random"),
+    "oneshot_random_concat": ("one-shot stage, random init, plain concatenation", "random", "concat", "mean",
+                              "random"),
+    "oneshot_random_late": ("one-shot stage, random init, late fusion", "random", "late", "modality", "random"),
+    "oneshot_sync": ("one-shot stage from Mu-MAE sync, MAE-query cross-attention", "sync", "mae_query", "mean",
+                     "mae"),
+    "oneshot_sync_concat": ("one-shot stage from Mu-MAE sync, plain concatenation", "sync", "concat", "mean",
+                            "mae"),
+    "oneshot_sync_late": ("one-shot stage from Mu-MAE sync, late fusion, random TimeSformer", "sync", "late",
+                          "modality", "random"),
 }
-
 
 def get_config(arg=None):
     arg = common.parse_arg(arg, runlocal=False, data="synthetic", variant="", recipe="measured")
@@ -72,8 +76,8 @@ def get_config(arg=None):
     o.progress_bar = False
     o.evals.episodes.report_test_selection = False
     c.oneshot = o
-    c.oneshot_rows = {name: dict(label=label, init=init, fusion=fusion, mae_pooling=pooling)
-                      for name, (label, init, fusion, pooling) in ONESHOT.items()}
+    c.oneshot_rows = {name: dict(label=label, init=init, fusion=fusion, mae_pooling=pooling, video_init=video)
+                      for name, (label, init, fusion, pooling, video) in ONESHOT.items()}
 
     if arg.runlocal:
         # a CPU budget (2 cores: 64 min for every row, measured 2026-12-07, and 8.5 min for the two late-fusion

@@ -13,15 +13,17 @@ models are selected on VALIDATION classes and evaluated on a fixed, saved test e
 
 Arguments (`--config=configs/oneshot.py:runlocal,init=random`):
   data=synthetic|mmact   embedded synthetic data (default) or prepared MMAct (set data.dir).
-  init=pretrained|random the MAE encoder (and TimeSformer) from `model_init` (a pretraining workdir or
-                         a converted checkpoint), or random.
+  init=pretrained|random the MAE encoder (and, except runlocal recipe=measured, the TimeSformer) from
+                         `model_init` (a pretraining workdir or a converted checkpoint), or random.
   sensors=a+b+...        the sensor streams, one CNN each (default MMAct's four; as configs/pretrain.py).
   runlocal               tiny CPU run (4 frames of 64², 8 tasks/update, small eval lists).
   recipe=measured|paper  runlocal only: 'measured' (default) is what learns within a CPU budget
                          (docs/transfer.md): Adam (lr 1e-3) on the new parts (sensor CNNs, fusion,
-                         CAM) with the MAE encoder and TimeSformer frozen, TRX episodes with one query
-                         per class, 100 updates, late fusion (`model.fusion=late`: the MAE feature,
-                         pooled per modality, scores by nearest prototype beside the trained CAM);
+                         CAM) with the MAE encoder and TimeSformer frozen (the TimeSformer random,
+                         not from the MAE encoder), TRX episodes with one query per class, 100 updates,
+                         late fusion (`model.fusion=late`: the MAE feature, pooled per modality, scores
+                         by nearest prototype beside the trained CAM, its weight chosen on validation
+                         from `evals.episodes.late_weights`);
                          'paper' keeps the official optimisation and fusion (plain SGD
                          over every parameter, official episodes, 40 updates), which stays at chance
                          on a CPU. Without runlocal both give the official recipe (nothing was
@@ -112,7 +114,10 @@ def get_config(arg=None):
     # the seeds below and saved in the workdir. (Older name of this block: config.eval.)
     c.evals = dict(episodes=dict(type="episodes", every_tasks=3200, val_episodes=1000, test_episodes=10000,
                                  val_seed=1, test_seed=0, val_list="", test_list="", batch_episodes=8,
-                                 report_test_selection=False))
+                                 report_test_selection=False, late_weights=()))
+    # late_weights (used by model.fusion='late' only): weights to choose from on the validation list at every
+    # evaluation (the first of equal accuracies wins); () keeps model.late_weight. R is not part of training, so its
+    # weight can be chosen after it: a weak frozen feature gets weight 0 instead of costing accuracy.
 
     # ---- data ----
     if arg.data == "synthetic":
@@ -136,5 +141,6 @@ def get_config(arg=None):
             c.episodes.update(protocol="trx", queries=1)  # one query per class: 5 per episode
             c.update(optimizer="adam", lr=1e-3, freeze=("mae", "video"), total_tasks=800)
             c.model.update(fusion="late", mae_pooling="modality")  # the best stage measured, both inits
-            c.evals.episodes.update(every_tasks=200, val_episodes=200)
+            c.init.video = "random"  # the stage's own TimeSformer: a frozen MAE copy trains a weaker CAM
+            c.evals.episodes.update(every_tasks=200, val_episodes=200, late_weights=(0.0, 2.5, 5.0, 10.0, 20.0))
     return c

@@ -51,7 +51,9 @@ def evaluate_by_clips(head: Callable, encoded: Mapping[str, np.ndarray], clip_na
                       episode_list: Sequence[E.Episode], batch_episodes: int) -> dict[str, Any]:
     """As `evaluate`, from per-clip encodings {name: [len(clip_names), d]}: `head({name: [B, N, d],
     "support_labels": [B, S]}) -> predictions [B, Q]` runs on `batch_episodes` episodes at a time (the last
-    batch padded by repeating its last episode). Returns {'accuracy', 'ci95', 'num_queries', 'hits' [E, Q]}."""
+    batch padded by repeating its last episode). Returns {'accuracy', 'ci95', 'num_queries', 'hits' [E, Q]}.
+    A head that predicts K alternatives, [B, K, Q] (late-fusion weights), gives hits [E, K, Q] and lists of
+    K accuracies and CIs."""
     if not episode_list:
         raise ValueError("the episode list is empty")
     pos = {n: i for i, n in enumerate(clip_names)}
@@ -64,8 +66,11 @@ def evaluate_by_clips(head: Callable, encoded: Mapping[str, np.ndarray], clip_na
         sl = np.asarray([e.support_labels for e in eps], np.int32)
         ql = np.asarray([e.query_labels for e in eps], np.int32)
         pred = np.asarray(head({**{k: v[rows] for k, v in encoded.items()}, "support_labels": sl}))[:n]
-        hits.append(pred == ql[:n])
+        hits.append(pred == (ql[:n, None] if pred.ndim == 3 else ql[:n]))
     h = np.concatenate(hits, axis=0)
+    if h.ndim == 3:
+        acc, ci = zip(*(E.accuracy_with_ci(h[:, k]) for k in range(h.shape[1])))
+        return {"accuracy": list(acc), "ci95": list(ci), "num_queries": int(h[:, 0].size), "hits": h}
     acc, ci = E.accuracy_with_ci(h)
     return {"accuracy": acc, "ci95": ci, "num_queries": int(h.size), "hits": h}
 
@@ -98,5 +103,6 @@ def format_report(report: Mapping[str, Any]) -> str:
         rows.append((TEST_SELECTED_LABEL, report["test_selected"]))
     lines = [f"{'model':<36} {'step':>6}  test accuracy (%)"]
     for name, r in rows:
-        lines.append(f"{name:<36} {r['step']:>6}  {r['accuracy']:6.2f} ± {r['ci95']:.2f}")
+        weight = f"  (late weight {r['late_weight']:g}, chosen on validation)" if "late_weight" in r else ""
+        lines.append(f"{name:<36} {r['step']:>6}  {r['accuracy']:6.2f} ± {r['ci95']:.2f}{weight}")
     return "\n".join(lines)

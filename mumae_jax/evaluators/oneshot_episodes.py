@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import jax
+import numpy as np
 from etils import epath
 
 from mumae_jax.core import checkpointing, loop, sharding
@@ -70,11 +71,41 @@ def save_eval_list(config, workdir: str, which: str, lst: Optional[E.EpisodeList
         E.save_episode_list(path, lst)
 
 
-def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh) -> Callable:
+def late_weights(config) -> tuple[float, ...]:
+    """`config.evals.episodes.late_weights` under late fusion: the weights to choose from on validation (() = the
+    model's `late_weight`); like `model.late_weight`, unused by the other fusions."""
+    if config.model.get("fusion", "mae_query") != "late":
+        return ()
+    return tuple(float(w) for w in config.evals.episodes.get("late_weights", ()))
+
+
+def check_late_weights(config, val_list) -> None:
+    """A weight grid is chosen on validation classes: an error when the class split has none."""
+    grid = late_weights(config)
+    if grid and not val_list:
+        raise ValueError(f"config.evals.episodes.late_weights={grid} is chosen on validation classes, and this "
+                         "class split has none (config.class_split.num_val=0)")
+
+
+def choose_late_weight(val_result: dict) -> int:
+    """Index of the best validation accuracy of a grid evaluation (the first of equals: list the preferred
+    weight first)."""
+    return int(np.argmax(val_result["accuracy"]))
+
+
+def at_weight(result: dict, k: int, grid: Sequence[float]) -> dict:
+    """The single-weight result {'accuracy', 'ci95', 'num_queries', 'hits' [E, Q], 'late_weight'} of a grid
+    evaluation."""
+    return {"accuracy": result["accuracy"][k], "ci95": result["ci95"][k], "num_queries": result["num_queries"],
+            "hits": result["hits"][:, k], "late_weight": grid[k]}
+
+
+def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh, grid: Sequence[float] = ()) -> Callable:
     """evaluate(state, episode_list, part, progress=False) -> {'accuracy', 'ci95', 'num_queries', 'hits'}:
     every distinct clip of the list encoded once (evaluation transform), then the episode head per episode
-    (`episode_accuracy.evaluate_by_clips`; the same predictions as running the model episode by episode)."""
-    encode_step, head_step = episodic_step.make_clip_eval_steps(model, mesh, state_sh)
+    (`episode_accuracy.evaluate_by_clips`; the same predictions as running the model episode by episode).
+    With a `grid` of late-fusion weights, one result per weight (lists, hits [E, K, Q]; `at_weight`)."""
+    encode_step, head_step = episodic_step.make_clip_eval_steps(model, mesh, state_sh, grid)
     source, geo, be = sources.get_source(config.data), geometry(config), int(config.evals.episodes.batch_episodes)
     rank, procs = jax.process_index(), jax.process_count()
 
@@ -101,20 +132,24 @@ def make_evaluator(name: str, settings, stage) -> "EpisodeEvaluator":
     """The `episodes` evaluator type (`evaluators/common.py`) of the one-shot stage, every `settings.every_tasks`
     tasks. stage: config, mesh, workdir, model, state_sh, val_list, test_list, tasks_per_step, start, history,
     progress."""
-    evaluate = clip_evaluator(stage["config"], stage["model"], stage["mesh"], stage["state_sh"])
+    grid = late_weights(stage["config"])
+    evaluate = clip_evaluator(stage["config"], stage["model"], stage["mesh"], stage["state_sh"], grid)
     return EpisodeEvaluator(settings, evaluate, stage["workdir"], stage["val_list"], stage["test_list"],
-                            stage["tasks_per_step"], stage["start"], stage["history"], stage["progress"], name)
+                            stage["tasks_per_step"], stage["start"], stage["history"], stage["progress"], name, grid)
 
 
 class EpisodeEvaluator:
     """The episodic trainer's periodic evaluator (`loop.Evaluator`): accuracy on the fixed validation list
     (a strictly better one saves the state in `best/`) and, with `settings.report_test_selection`, on the
     test list. `history`: the records already logged (a resumed run), for the best validation accuracy so far.
+    With a `grid` of late-fusion weights (`evaluate` scores every weight), each evaluation first chooses the
+    weight on validation (`late_weight` in the record) and reports validation and test accuracy at it.
     """
 
     def __init__(self, settings, evaluate: Callable, workdir: str, val_list, test_list, tasks_per_step: int,
-                 start: int, history, progress: bool, name: str = "episodes"):
+                 start: int, history, progress: bool, name: str = "episodes", grid: Sequence[float] = ()):
         self.name, self.every = name, max(1, round(settings.every_tasks / tasks_per_step))
+        self.grid = tuple(grid)
         self.settings, self.evaluate, self.progress, self.t = settings, evaluate, progress, tasks_per_step
         self.val_list, self.test_list = val_list, test_list
         self.best_ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
@@ -123,16 +158,30 @@ class EpisodeEvaluator:
                 self.best_ckpt.manager.delete(b)
         self.best = max((h["val_accuracy"] for h in history if "val_accuracy" in h), default=-1.0)
 
+    def _validate(self, state) -> tuple[dict, Optional[int]]:
+        """Validation result (at the chosen weight) and the chosen weight's index (None without a grid)."""
+        v = self.evaluate(state, self.val_list, "validation", progress=self.progress)
+        if not self.grid:
+            return v, None
+        k = choose_late_weight(v)
+        return at_weight(v, k, self.grid), k
+
+    def _test(self, state, k: Optional[int]) -> dict:
+        r = self.evaluate(state, self.test_list, "novel", progress=self.progress)
+        return r if k is None else at_weight(r, k, self.grid)
+
     def run(self, step: int, state) -> dict:
-        rec = {"tasks": step * self.t}
+        rec, k = {"tasks": step * self.t}, None
         if self.val_list:
-            v = self.evaluate(state, self.val_list, "validation", progress=self.progress)
+            v, k = self._validate(state)
             rec.update(val_accuracy=v["accuracy"], val_ci95=v["ci95"])
+            if k is not None:
+                rec["late_weight"] = self.grid[k]
             if v["accuracy"] > self.best:
                 self.best = v["accuracy"]
                 self.best_ckpt.save(step, state, {"step": step, "val_accuracy": self.best})
         if self.settings.report_test_selection:
-            r = self.evaluate(state, self.test_list, "novel", progress=self.progress)
+            r = self._test(state, k)
             rec.update(test_accuracy=r["accuracy"], test_ci95=r["ci95"])
         return rec  # the training loop prints and logs it
 
@@ -143,18 +192,27 @@ class EpisodeEvaluator:
     def final_report(self, state, step: int, abstract, history, workdir: str) -> dict:
         """The report (also written to report.json / report.txt): test accuracy of the final state, of the
         validation-selected checkpoint and, if asked, the labelled test-selected maximum of `history`."""
-        test_eval = lambda st: self.evaluate(st, self.test_list, "novel", progress=self.progress)  # noqa: E731
-        final = test_eval(state)
-        final_rec = {"step": step, "accuracy": final["accuracy"], "ci95": final["ci95"],
-                     "num_queries": final["num_queries"]}
+        def logged_weight(at_step):  # the weight an evaluation at `at_step` chose, as its index in the grid
+            w = next((h["late_weight"] for h in history if h["step"] == at_step and "late_weight" in h), None)
+            return self.grid.index(w) if w in self.grid else None  # (another grid: chosen again below)
+
+        def scored(st, at_step) -> dict:  # test result, with the late weight chosen on validation if a grid
+            k = logged_weight(at_step) if self.grid else None
+            if self.grid and k is None:
+                k = self._validate(st)[1]
+            r = self._test(st, k)
+            return {"step": at_step, "accuracy": r["accuracy"], "ci95": r["ci95"], "num_queries": r["num_queries"],
+                    **({"late_weight": r["late_weight"]} if k is not None else {})}
+
+        final_rec = scored(state, step)
         val_rec = None
         self.best_ckpt.wait()
         best_step = self.best_ckpt.latest_step()
         if best_step is not None:
-            chosen = final if best_step == step else test_eval(self.best_ckpt.restore(best_step, abstract)[0])
+            chosen = final_rec if best_step == step else scored(self.best_ckpt.restore(best_step, abstract)[0],
+                                                                best_step)
             val_acc = next(h["val_accuracy"] for h in history if h["step"] == best_step and "val_accuracy" in h)
-            val_rec = {"step": best_step, "accuracy": chosen["accuracy"], "ci95": chosen["ci95"],
-                       "num_queries": chosen["num_queries"], "val_accuracy": val_acc}
+            val_rec = {**chosen, "val_accuracy": val_acc}
         evals = [h for h in history if "val_accuracy" in h or "test_accuracy" in h]
         report = episode_accuracy.selection_report(evals, final_rec, val_rec, self.settings.report_test_selection)
         loop.write_json(workdir, "report.json", report)

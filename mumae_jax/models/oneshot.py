@@ -106,7 +106,9 @@ class MuMAEOneShot(nn.Module):
 
     def classify(self, encoded: Mapping[str, jnp.ndarray], support_labels, query_labels=None, train: bool = False):
         """The episode head on per-clip encodings (`encode`) of one episode's N = S + Q clips, support first:
-        fusion across the episode, then CAMClassifier's dict (`global_logits` only with `query_labels`)."""
+        fusion across the episode, then CAMClassifier's dict (`global_logits` only with `query_labels`); late
+        fusion in eval adds its two parts, `cam_log_probs` and `late_scores` [Q, way] (logits = cam_log_probs +
+        late_weight × late_scores), so an evaluator can score other weights without rerunning the head."""
         num_support = support_labels.shape[0]
         f = cam.to_channel_positions(self._fuse(encoded), self.channels)
         out = self.classifier(f[:num_support], support_labels, f[num_support:], query_labels, train)
@@ -114,7 +116,9 @@ class MuMAEOneShot(nn.Module):
             r = cam.l2_normalize(encoded["mae"], -1)
             protos = cam.prototypes(r[:num_support], support_labels, self.way)  # [way, Dr]
             scores = cam.cosine(r[num_support:, None, :], protos[None])  # [Q, way]
-            out = {**out, "logits": jax.nn.log_softmax(out["logits"], -1) + self.late_weight * scores}
+            log_probs = jax.nn.log_softmax(out["logits"], -1)
+            out = {**out, "logits": log_probs + self.late_weight * scores, "cam_log_probs": log_probs,
+                   "late_scores": scores}
         return out
 
     def __call__(self, batch: Mapping[str, jnp.ndarray], train: bool = False, with_global: bool = True,

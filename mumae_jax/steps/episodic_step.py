@@ -199,16 +199,21 @@ def make_eval_step(model: MuMAEOneShot, mesh, state_sh) -> Callable:
                    out_shardings=sharding.replicated(mesh))
 
 
-def make_clip_eval_steps(model: MuMAEOneShot, mesh, state_sh) -> tuple[Callable, Callable]:
+def make_clip_eval_steps(model: MuMAEOneShot, mesh, state_sh,
+                         late_weights: Sequence[float] = ()) -> tuple[Callable, Callable]:
     """(encode, head), the eval step split at the episode boundary (same predictions, far less work when
     episodes share clips):
 
       encode(state, clips {video [B, T, H, W, 3], <sensor> [B, L, 3]}) -> {name: [B, d]} per-clip encodings
           (`MuMAEOneShot.encode`, eval mode), replicated;
       head(state, {<name>: [E, N, d] (support then query clips), "support_labels": [E, S]})
-          -> predictions [E, Q] (`MuMAEOneShot.classify`, running BN stats), replicated.
+          -> predictions [E, Q] (`MuMAEOneShot.classify`, running BN stats), replicated; with `late_weights`
+          (K weights, late fusion only) predictions [E, K, Q], one row per weight in place of the model's.
     """
     variables = lambda state: {"params": state["params"], "batch_stats": state["batch_stats"]}  # noqa: E731
+    if late_weights and model.fusion_mode != "late":
+        raise ValueError(f"late_weights {tuple(late_weights)} need model.fusion='late', not {model.fusion_mode!r}")
+    weights = jnp.asarray(late_weights, jnp.float32)[:, None, None]  # [K, 1, 1]
 
     def encode_fn(state, clips):
         return model.apply(variables(state), clips, False, method=model.encode)
@@ -217,7 +222,8 @@ def make_clip_eval_steps(model: MuMAEOneShot, mesh, state_sh) -> tuple[Callable,
         def one(episode):
             enc = {k: v for k, v in episode.items() if k != "support_labels"}
             out = model.apply(variables(state), enc, episode["support_labels"], None, False, method=model.classify)
-            return jnp.argmax(out["logits"], -1).astype(jnp.int32)
+            logits = out["cam_log_probs"] + weights * out["late_scores"] if late_weights else out["logits"]
+            return jnp.argmax(logits, -1).astype(jnp.int32)
 
         return jax.vmap(one)(batch)
 

@@ -74,8 +74,13 @@ def build_model(config, pcfg, split=None) -> MuMAEOneShot:
                         sensor_dim=m.sensor_dim, fused_dim=m.fused_dim, channels=m.channels, heads=m.heads,
                         way=ep.way, num_classes=num_classes(config, split), scale_cls=m.scale_cls, alpha=m.alpha,
                         temperature=m.temperature, cam_hidden=m.cam_hidden, normalize_video=m.normalize_video,
-                        fusion_mode=m.get("fusion", "mae_query"), mae_dropout=m.get("mae_dropout", 0.0),
-                        late_weight=m.get("late_weight", 5.0))
+                        fusion_mode=m.get("fusion", "mae_query"), mae_dropout=_mae_dropout(m),
+                        late_weight=m.get("late_weight", MuMAEOneShot.late_weight))
+
+
+def _mae_dropout(m) -> float:
+    """`model.mae_dropout`, or the model's default for a config written before the option existed."""
+    return m.get("mae_dropout", MuMAEOneShot.mae_dropout)
 
 
 def pretrained_params(config, params, pretrain_params) -> tuple[dict, dict]:
@@ -115,6 +120,7 @@ def _setup(config, workdir: str, mesh) -> dict[str, Any]:
     tx = episodic_step.make_optimizer(config.get("optimizer", "sgd"), config.lr, freeze)
     init, abstract, state_sh = episodic_step.state_initializer(model, tx, jax.random.key(config.seed), mesh, episode)
     val_list = oneshot_episodes.eval_list(config, recs, cs, workdir, "val")
+    oneshot_episodes.check_late_weights(config, val_list)
     # only now, with the config and the data checked: a failed start leaves no workdir behind
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
     for which, lst in (("test", test_list), ("val", val_list)):
@@ -152,21 +158,29 @@ def _saved_run(config, workdir: str, which: str, step: Optional[int], best: bool
         state, _ = ckpt.restore(step, s["abstract"])
     finally:
         ckpt.close()
+    grid = oneshot_episodes.late_weights(config)
+    if grid:  # the late weight this checkpoint's evaluation chose on validation (deterministic, as in training)
+        val = oneshot_episodes.clip_evaluator(config, s["model"], mesh, s["state_sh"], grid)(
+            state, s["val_list"], "validation")
+        s["model"] = s["model"].clone(late_weight=grid[oneshot_episodes.choose_late_weight(val)])
     return mesh, s, state, step, lst, "novel" if which == "test" else "validation"
 
 
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which: str = "test",
                         best: bool = False) -> dict[str, Any]:
     """Accuracy ± CI of a saved checkpoint (latest, `step`, or the validation-selected one with
-    `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic."""
+    `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic. Late fusion adds
+    'late_weight' (with `evals.episodes.late_weights`: the one chosen on validation for this checkpoint)."""
     mesh, s, state, step, lst, part = _saved_run(config, workdir, which, step, best)
     out = oneshot_episodes.clip_evaluator(config, s["model"], mesh, s["state_sh"])(state, lst, part)
-    return {"step": step, **out}
+    late = {"late_weight": s["model"].late_weight} if s["model"].fusion_mode == "late" else {}
+    return {"step": step, **out, **late}
 
 
 def predict_episode(config, workdir: str, index: int = 0, which: str = "test", step: Optional[int] = None,
                     best: bool = False) -> dict[str, Any]:
-    """One episode of the run's fixed `which` list, through a saved checkpoint (as `evaluate_checkpoint`).
+    """One episode of the run's fixed `which` list, through a saved checkpoint (as `evaluate_checkpoint`, late
+    weight included).
 
     Returns {"step", "episode" (data.episodes.Episode: clip and class names), "support_video"
     [S, T, H, W, 3] and "query_video" [Q, T, H, W, 3] (the model's input frames, in [0, 1]),
@@ -234,7 +248,7 @@ def train_and_evaluate(config, workdir: str, step_hook: Optional[Callable[[int],
         delay = math.ceil(m.get("mae_delay_tasks", 0) / t)  # updates whose episodes all see R zeroed
         step_fn = episodic_step.make_train_step(model, tx, config.seed, t, mesh, state_sh, config.task_chunks,
                                                 m.loss_weight, s["freeze"],
-                                                episodic_step.mae_dropout_schedule(m.mae_dropout, delay))
+                                                episodic_step.mae_dropout_schedule(_mae_dropout(m), delay))
         # drawn only here: evaluating a checkpoint does not need the (paper: 256,020-episode) training list
         train_list = oneshot_episodes.draw(config, s["records"], s["class_split"], "base", total * t, config.seed)
         episodes_in = _episode_iter(config, train_list, "base", True, start=start * t, repeat=False)
