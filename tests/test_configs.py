@@ -103,8 +103,8 @@ def test_oneshot_recipes():
         return (c.optimizer, tuple(c.freeze), c.episodes.protocol, c.lr, c.total_tasks, m.fusion, m.mae_pooling,
                 tuple(c.evals.episodes.late_weights), c.init.mae, c.init.video)
 
-    assert recipe("runlocal") == ("adam", ("mae", "video"), "trx", 1e-3, 800, "late", "modality",
-                                  (0.0, 2.5, 5.0, 10.0, 20.0), "pretrained", "random")
+    assert recipe("runlocal") == ("adam", ("mae", "video"), "trx", 1e-3, 800, "late", "modality", (),
+                                  "pretrained", "random")
     paper = ("sgd", (), "official", 0.05, 320, "mae_query", "mean", (), "pretrained", "mae")
     assert recipe("runlocal,recipe=paper") == paper
     assert recipe("") == recipe("recipe=paper") == ("sgd", (), "official", 0.01, 256020) + paper[5:]
