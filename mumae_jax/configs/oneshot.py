@@ -32,7 +32,7 @@ Commands:
   python main.py --config=configs/pretrain.py:runlocal --workdir=/tmp/pre
   python main.py --config=configs/oneshot.py:runlocal --config.model_init=/tmp/pre \\
       --workdir=/tmp/oneshot
-  2-core CPU, recipe=measured: about 5 min (4 min 50 s on 2026-12-07 with late fusion, README results
+  2-core CPU, recipe=measured: about 5 min (4 min 51 s on 2026-12-07, session 11 defaults, README results
   table: 100 updates of 8 tasks, 4 validation evaluations of 200 episodes, 300 test episodes; the same
   training as a row of configs/ablations.py:runlocal, 220-342 s there with its 10,000-query test list).
 Writes checkpoints/ (latest, for resuming), best/ (validation-selected), episodes_{val,test}.json,
