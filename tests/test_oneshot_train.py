@@ -72,6 +72,8 @@ def test_oneshot_run_reports_final_validation_and_labelled_test_selection(pre_wo
     b = oneshot_training.evaluate_checkpoint(c, w, step=3)
     np.testing.assert_array_equal(a["hits"], b["hits"])
     assert a["accuracy"] == report["final"]["accuracy"] and a["ci95"] == report["final"]["ci95"]
+    val = oneshot_training.evaluate_checkpoint(c, w, step=3, which="val")
+    assert (val["accuracy"], val["ci95"]) == (evals[-1]["val_accuracy"], evals[-1]["val_ci95"])
     # one episode through the same checkpoint: the evaluation's hit, its clips, a distribution over 5 classes
     e = oneshot_training.predict_episode(c, w, index=5, step=3)
     assert e["step"] == 3 and e["episode"] == E.load_episode_list(os.path.join(w, "episodes_test.json"))[5]

@@ -100,6 +100,17 @@ def at_weight(result: dict, k: int, grid: Sequence[float]) -> dict:
             "hits": result["hits"][:, k], "late_weight": grid[k]}
 
 
+def validate(evaluate: Callable, state, val_list, grid: Sequence[float], progress: bool = False
+             ) -> tuple[dict, Optional[int]]:
+    """The validation result of `evaluate` (a `clip_evaluator`) and, with a late-weight `grid`, the index of the
+    weight chosen on it, the result taken at that weight; (result, None) without a grid."""
+    v = evaluate(state, val_list, "validation", progress=progress)
+    if not grid:
+        return v, None
+    k = choose_late_weight(v)
+    return at_weight(v, k, grid), k
+
+
 def clip_evaluator(config, model: MuMAEOneShot, mesh, state_sh, grid: Sequence[float] = ()) -> Callable:
     """evaluate(state, episode_list, part, progress=False) -> {'accuracy', 'ci95', 'num_queries', 'hits'}:
     every distinct clip of the list encoded once (evaluation transform), then the episode head per episode
@@ -159,12 +170,7 @@ class EpisodeEvaluator:
         self.best = max((h["val_accuracy"] for h in history if "val_accuracy" in h), default=-1.0)
 
     def _validate(self, state) -> tuple[dict, Optional[int]]:
-        """Validation result (at the chosen weight) and the chosen weight's index (None without a grid)."""
-        v = self.evaluate(state, self.val_list, "validation", progress=self.progress)
-        if not self.grid:
-            return v, None
-        k = choose_late_weight(v)
-        return at_weight(v, k, self.grid), k
+        return validate(self.evaluate, state, self.val_list, self.grid, self.progress)
 
     def _test(self, state, k: Optional[int]) -> dict:
         r = self.evaluate(state, self.test_list, "novel", progress=self.progress)

@@ -140,8 +140,9 @@ def _checkpoint_dir(workdir: str, best: bool) -> str:
 
 
 def _saved_run(config, workdir: str, which: str, step: Optional[int], best: bool):
-    """(mesh, setup, state, step, fixed `which` list, its episode-input part) of a saved checkpoint: the latest,
-    `step`, or the validation-selected one (`best`)."""
+    """(mesh, setup, state, step, fixed `which` list, its episode-input part, validation result at the chosen late
+    weight or None) of a saved checkpoint: the latest, `step`, or the validation-selected one (`best`); with
+    `evals.episodes.late_weights` the setup's model carries the weight chosen on validation."""
     directory = _checkpoint_dir(workdir, best)  # before _setup creates the workdir
     if which not in ("val", "test"):
         raise ValueError(f"which={which!r}: expected 'val' or 'test'")
@@ -158,12 +159,12 @@ def _saved_run(config, workdir: str, which: str, step: Optional[int], best: bool
         state, _ = ckpt.restore(step, s["abstract"])
     finally:
         ckpt.close()
-    grid = oneshot_episodes.late_weights(config)
+    grid, val = oneshot_episodes.late_weights(config), None
     if grid:  # the late weight this checkpoint's evaluation chose on validation (deterministic, as in training)
-        val = oneshot_episodes.clip_evaluator(config, s["model"], mesh, s["state_sh"], grid)(
-            state, s["val_list"], "validation")
-        s["model"] = s["model"].clone(late_weight=grid[oneshot_episodes.choose_late_weight(val)])
-    return mesh, s, state, step, lst, "novel" if which == "test" else "validation"
+        evaluate = oneshot_episodes.clip_evaluator(config, s["model"], mesh, s["state_sh"], grid)
+        val, k = oneshot_episodes.validate(evaluate, state, s["val_list"], grid)
+        s["model"] = s["model"].clone(late_weight=grid[k])
+    return mesh, s, state, step, lst, "novel" if which == "test" else "validation", val
 
 
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which: str = "test",
@@ -171,8 +172,11 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which:
     """Accuracy ± CI of a saved checkpoint (latest, `step`, or the validation-selected one with
     `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic. Late fusion adds
     'late_weight' (with `evals.episodes.late_weights`: the one chosen on validation for this checkpoint)."""
-    mesh, s, state, step, lst, part = _saved_run(config, workdir, which, step, best)
-    out = oneshot_episodes.clip_evaluator(config, s["model"], mesh, s["state_sh"])(state, lst, part)
+    mesh, s, state, step, lst, part, val = _saved_run(config, workdir, which, step, best)
+    if which == "val" and val is not None:  # already scored while choosing the late weight
+        out = {k: v for k, v in val.items() if k != "late_weight"}
+    else:
+        out = oneshot_episodes.clip_evaluator(config, s["model"], mesh, s["state_sh"])(state, lst, part)
     late = {"late_weight": s["model"].late_weight} if s["model"].fusion_mode == "late" else {}
     return {"step": step, **out, **late}
 
@@ -187,7 +191,7 @@ def predict_episode(config, workdir: str, index: int = 0, which: str = "test", s
     "support_labels" [S], "query_labels" [Q], "logits" [Q, way], "probabilities" [Q, way] (softmax of
     the logits), "prediction" [Q] (episode labels)}.
     """
-    mesh, s, state, step, lst, part = _saved_run(config, workdir, which, step, best)
+    mesh, s, state, step, lst, part, _ = _saved_run(config, workdir, which, step, best)
     if not 0 <= index < len(lst):
         raise IndexError(f"episode {index} of a {which} list of {len(lst)} episodes")
     it = _episode_iter(config, lst, part, False, start=index, repeat=False)
