@@ -80,10 +80,9 @@ def get_config(arg=None):
                       for name, (label, init, fusion, pooling, video) in ONESHOT.items()}
 
     if arg.runlocal:
-        # a CPU budget (2 cores: 64 min for every row, measured 2026-12-07, and 8.5 min for the two late-fusion
-        # rows added since, so about 73 min in all; docs/transfer.md has what each choice
-        # measured): 2,000 pretraining steps per condition; the one-shot stage's runlocal recipe=measured (Adam on
-        # the sensor CNNs, fusion and CAM over the frozen MAE encoder and TimeSformer, 100 updates of 8
-        # trx episodes with one query per class, as the test list)
+        # a CPU budget (2 cores: 74 min for every row in one invocation, measured 2026-12-07; docs/transfer.md
+        # has the per-row seconds and what each choice measured): 2,000 pretraining steps per condition; the
+        # one-shot stage's runlocal recipe=measured (Adam on the sensor CNNs, fusion and CAM over the frozen MAE
+        # encoder and TimeSformer, 100 updates of 8 trx episodes with one query per class, as the test list)
         c.pretrain_steps = 2000
     return c
