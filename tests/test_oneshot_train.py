@@ -172,3 +172,22 @@ def test_late_weight_is_chosen_on_validation_and_tested_at_that_weight(tmp_path)
     assert oneshot_episodes.late_weights(c) == grid
     with pytest.raises(ValueError, match="chosen on validation classes"):
         oneshot_episodes.check_late_weights(c, None)
+
+
+def test_saved_checkpoint_is_scored_at_the_late_weight_its_evaluation_chose(pre_workdir, tmp_path):
+    """evaluate_checkpoint with `late_weights` re-chooses the weight on validation for a saved checkpoint: the
+    same weight and accuracies as the run's own evaluation logged (validation) and reported (test)."""
+    grid = (0.0, 5.0, 50.0)
+    c = tiny(pre_workdir, total_tasks=8)
+    c.model.update(fusion="late", mae_pooling="modality")
+    c.evals.episodes.late_weights = grid
+    w = str(tmp_path / "late")
+    oneshot_training.train_and_evaluate(c, w)
+    logged = [r for r in metrics.read_jsonl(os.path.join(w, "metrics.jsonl")) if "val_accuracy" in r][-1]
+    report = json.load(open(os.path.join(w, "report.json")))
+    val = oneshot_training.evaluate_checkpoint(c, w, step=1, which="val")
+    test = oneshot_training.evaluate_checkpoint(c, w, step=1)
+    assert logged["late_weight"] != c.model.late_weight  # else a checkpoint scored without the grid would pass
+    assert val["late_weight"] == test["late_weight"] == logged["late_weight"] in grid
+    assert (val["accuracy"], val["ci95"]) == (logged["val_accuracy"], logged["val_ci95"])
+    assert (test["accuracy"], test["late_weight"]) == (report["final"]["accuracy"], report["final"]["late_weight"])
