@@ -122,3 +122,8 @@ def test_main_py_turns_a_bad_config_override_into_one_line():
     lines = out.stderr.strip().splitlines()
     assert lines == ["error: unknown config field 'total_step'; Did you mean \"total_steps\" instead of "
                      "\"total_step\"?"], out.stderr[-2000:]
+
+
+def test_readme_results_rounds_wall_time_before_splitting_minutes():
+    assert [readme_results.minutes(s) for s in (179.6, 59.4, 125.0, 0.2)] == [
+        "3 min 00 s", "0 min 59 s", "2 min 05 s", "0 min 00 s"]

@@ -66,7 +66,9 @@ def timed(argv: Sequence[str], cwd: str, log: str) -> float:
 
 
 def minutes(s: float) -> str:
-    return f"{int(s // 60)} min {s % 60:02.0f} s"
+    """179.6 -> '3 min 00 s' (rounded to the second before splitting, never '2 min 60 s')."""
+    m, r = divmod(round(s), 60)
+    return f"{m} min {r:02d} s"
 
 
 def pretrain_outcome(summary: dict) -> str:
