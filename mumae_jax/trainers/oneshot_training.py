@@ -140,9 +140,10 @@ def _checkpoint_dir(workdir: str, best: bool) -> str:
 
 
 def _saved_run(config, workdir: str, which: str, step: Optional[int], best: bool):
-    """(mesh, setup, state, step, fixed `which` list, its episode-input part, validation result at the chosen late
-    weight or None) of a saved checkpoint: the latest, `step`, or the validation-selected one (`best`); with
-    `evals.episodes.late_weights` the setup's model carries the weight chosen on validation."""
+    """(mesh, setup, state, step, fixed `which` list, its episode-input part, chosen) of a saved checkpoint: the
+    latest, `step`, or the validation-selected one (`best`). With `evals.episodes.late_weights`, chosen = (the grid
+    evaluator, index of the weight chosen on validation, validation result at it) and the setup's model carries that
+    weight; otherwise None."""
     directory = _checkpoint_dir(workdir, best)  # before _setup creates the workdir
     if which not in ("val", "test"):
         raise ValueError(f"which={which!r}: expected 'val' or 'test'")
@@ -159,12 +160,13 @@ def _saved_run(config, workdir: str, which: str, step: Optional[int], best: bool
         state, _ = ckpt.restore(step, s["abstract"])
     finally:
         ckpt.close()
-    grid, val = oneshot_episodes.late_weights(config), None
+    grid, chosen = oneshot_episodes.late_weights(config), None
     if grid:  # the late weight this checkpoint's evaluation chose on validation (deterministic, as in training)
         evaluate = oneshot_episodes.clip_evaluator(config, s["model"], mesh, s["state_sh"], grid)
         val, k = oneshot_episodes.validate(evaluate, state, s["val_list"], grid)
         s["model"] = s["model"].clone(late_weight=grid[k])
-    return mesh, s, state, step, lst, "novel" if which == "test" else "validation", val
+        chosen = (evaluate, k, val)
+    return mesh, s, state, step, lst, "novel" if which == "test" else "validation", chosen
 
 
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which: str = "test",
@@ -172,11 +174,13 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None, which:
     """Accuracy ± CI of a saved checkpoint (latest, `step`, or the validation-selected one with
     `best=True`) on the run's fixed `which` ('val' | 'test') episode list. Deterministic. Late fusion adds
     'late_weight' (with `evals.episodes.late_weights`: the one chosen on validation for this checkpoint)."""
-    mesh, s, state, step, lst, part, val = _saved_run(config, workdir, which, step, best)
-    if which == "val" and val is not None:  # already scored while choosing the late weight
-        out = {k: v for k, v in val.items() if k != "late_weight"}
-    else:
+    mesh, s, state, step, lst, part, chosen = _saved_run(config, workdir, which, step, best)
+    if chosen is None:
         out = oneshot_episodes.clip_evaluator(config, s["model"], mesh, s["state_sh"])(state, lst, part)
+    else:  # the evaluator that chose the weight, as in training: validation already scored, the test at that weight
+        evaluate, k, val = chosen
+        grid = oneshot_episodes.late_weights(config)
+        out = val if which == "val" else oneshot_episodes.at_weight(evaluate(state, lst, part), k, grid)
     late = {"late_weight": s["model"].late_weight} if s["model"].fusion_mode == "late" else {}
     return {"step": step, **out, **late}
 
